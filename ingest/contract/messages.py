@@ -1,0 +1,54 @@
+"""How a window travels as a bus message: key = camera id, value = the wire bytes, schema and type as headers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ingest.bus.base import Headers, Record
+from ingest.contract.errors import WindowDecodeError
+from ingest.contract.window import Window
+from ingest.contract.wire import (
+    CONTENT_TYPE,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    SCHEMA_VERSION,
+    decode_window,
+    encode_window,
+)
+
+HEADER_SCHEMA_VERSION = "streamssl-schema-version"
+HEADER_CONTENT_TYPE = "content-type"
+HEADER_ERROR = "streamssl-error"
+
+
+@dataclass(frozen=True)
+class WindowMessage:
+    key: bytes
+    value: bytes
+    headers: Headers
+
+
+def window_message(window: Window, max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES) -> WindowMessage:
+    """Encode ``window`` for the bus; raises :class:`WindowTooLargeError` if it is over ``max_bytes``."""
+    value = encode_window(window, max_bytes=max_bytes)
+    headers = (
+        (HEADER_SCHEMA_VERSION, str(SCHEMA_VERSION).encode()),
+        (HEADER_CONTENT_TYPE, f"{CONTENT_TYPE}; codec={window.codec.value}".encode()),
+    )
+    return WindowMessage(window.camera_id.encode("utf-8"), value, headers)
+
+
+def window_from_record(record: Record) -> Window:
+    """Decode a received record; raises :class:`WindowDecodeError` naming the partition and offset on failure."""
+    try:
+        declared = record.header(HEADER_SCHEMA_VERSION)
+        if declared is not None and (not declared.isdigit() or int(declared) > SCHEMA_VERSION):
+            raise WindowDecodeError(
+                f"header {HEADER_SCHEMA_VERSION}={declared!r} is not a schema version this reader knows "
+                f"(up to {SCHEMA_VERSION})"
+            )
+        window = decode_window(record.value)
+        if record.key is not None and record.key != window.camera_id.encode("utf-8"):
+            raise WindowDecodeError(f"key {record.key!r} does not match the window's camera {window.camera_id!r}")
+        return window
+    except WindowDecodeError as error:
+        raise WindowDecodeError(f"{record.topic}[{record.partition}]@{record.offset}: {error}") from error
