@@ -1,0 +1,1 @@
+"""StreamSSL trainer: continual self-supervised learning (future prediction, temporal order) from the bus."""
