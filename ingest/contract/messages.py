@@ -29,12 +29,19 @@ class WindowMessage:
 
 def window_message(window: Window, max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES) -> WindowMessage:
     """Encode ``window`` for the bus; raises :class:`WindowTooLargeError` if it is over ``max_bytes``."""
-    value = encode_window(window, max_bytes=max_bytes)
-    headers = (
+    return WindowMessage(window_key(window), encode_window(window, max_bytes=max_bytes), window_headers(window))
+
+
+def window_key(window: Window) -> bytes:
+    """The Kafka key: the camera id, so one camera's windows share a partition and stay in order."""
+    return window.camera_id.encode("utf-8")
+
+
+def window_headers(window: Window) -> Headers:
+    return (
         (HEADER_SCHEMA_VERSION, str(SCHEMA_VERSION).encode()),
         (HEADER_CONTENT_TYPE, f"{CONTENT_TYPE}; codec={window.codec.value}".encode()),
     )
-    return WindowMessage(window.camera_id.encode("utf-8"), value, headers)
 
 
 def window_from_record(record: Record) -> Window:

@@ -1,0 +1,39 @@
+"""Choose the decoder for a source: PyAV, or OpenCV where PyAV cannot open it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+from ingest.sources.errors import SourceOpenError
+from ingest.sources.frames import DecodedFrame
+from ingest.sources.opencv_source import opencv_frames
+from ingest.sources.pyav_source import pyav_frames
+from ingest.sources.spec import SourceSpec
+
+log = logging.getLogger(__name__)
+
+
+def open_source(
+    spec: SourceSpec, stall_timeout_s: float, on_decode_error: Callable[[str], None]
+) -> Iterator[DecodedFrame]:
+    """Frames of ``spec``; with ``backend="auto"`` a source PyAV cannot open is retried with OpenCV."""
+    if spec.backend == "opencv":
+        yield from opencv_frames(spec, stall_timeout_s)
+        return
+    frames = pyav_frames(spec, stall_timeout_s, on_decode_error)
+    try:
+        first = next(frames)
+    except StopIteration:
+        return
+    except SourceOpenError as error:
+        if spec.backend == "pyav":
+            raise
+        log.warning("PyAV cannot open %s (%s); trying OpenCV", spec.url, error)
+        try:
+            yield from opencv_frames(spec, stall_timeout_s)
+        except SourceOpenError as fallback_error:
+            raise SourceOpenError(f"{error}; OpenCV fallback: {fallback_error}") from fallback_error
+        return
+    yield first
+    yield from frames
