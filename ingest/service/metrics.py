@@ -99,3 +99,5 @@ class IngestMetrics:
             self.frames_dropped.labels(camera_id, reason)
         for reason in ("backpressure", "oversize", "static", "publish_error"):
             self.windows_dropped.labels(camera_id, reason)
+        for cause in ("reconnect", "jump_backward", "jump_forward", "loop"):
+            self.discontinuities.labels(camera_id, cause)

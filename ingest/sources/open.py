@@ -13,6 +13,9 @@ from ingest.sources.spec import SourceSpec
 
 log = logging.getLogger(__name__)
 
+# When PyAV fails for one of these, OpenCV (FFmpeg underneath, too) would fail the same way: do not retry with it.
+_NOT_A_DECODER_PROBLEM = (ConnectionError, TimeoutError, FileNotFoundError, PermissionError)
+
 
 def open_source(
     spec: SourceSpec, stall_timeout_s: float, on_decode_error: Callable[[str], None]
@@ -27,7 +30,7 @@ def open_source(
     except StopIteration:
         return
     except SourceOpenError as error:
-        if spec.backend == "pyav":
+        if spec.backend == "pyav" or isinstance(error.__cause__, _NOT_A_DECODER_PROBLEM):
             raise
         log.warning("PyAV cannot open %s (%s); trying OpenCV", spec.url, error)
         try:

@@ -1,0 +1,154 @@
+"""The ingest service as operators run it: back-pressure, camera isolation, metrics and probes."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from ingest.bus import Delivered
+from ingest.bus.base import Headers
+from ingest.bus.embedded import EmbeddedBus, EmbeddedProducer
+from ingest.cli.telemetry_server import TelemetryServer
+from ingest.contract import decode_header
+from ingest.service.config import CameraConfig, IngestSettings
+from ingest.service.service import IngestService
+from tests import video_files
+
+ALL_METRICS = [
+    "streamssl_ingest_frames_decoded_total",
+    "streamssl_ingest_frames_dropped_total",
+    "streamssl_ingest_windows_published_total",
+    "streamssl_ingest_windows_dropped_total",
+    "streamssl_ingest_decode_errors_total",
+    "streamssl_ingest_reconnects_total",
+    "streamssl_ingest_stalls_total",
+    "streamssl_ingest_discontinuities_total",
+    "streamssl_ingest_camera_up",
+    "streamssl_ingest_queue_depth",
+    "streamssl_ingest_jpeg_quality_steps_total",
+    "streamssl_ingest_publish_latency_seconds_bucket",
+    "streamssl_ingest_capture_to_publish_seconds_bucket",
+    "streamssl_ingest_published_bytes_total",
+]
+
+
+class SlowProducer(EmbeddedProducer):
+    """A producer whose broker takes ``delay_s`` per message, like a congested Kafka."""
+
+    delay_s = 0.25
+
+    def send(self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers = ()) -> Future[Delivered]:
+        time.sleep(self.delay_s)
+        return super().send(topic, value, key=key, headers=headers)
+
+
+class SlowBus(EmbeddedBus):
+    def producer(self, *, max_message_bytes: int | None = None) -> SlowProducer:
+        return SlowProducer(self.broker, max_message_bytes or 1_048_576)
+
+
+def sample(service: IngestService, name: str, camera: str = "cam", **labels: str) -> float:
+    value = service.metrics.registry.get_sample_value(name, {"camera": camera, **labels})
+    return 0.0 if value is None else value
+
+
+def test_a_slow_bus_drops_the_oldest_windows_and_memory_stays_bounded(tmp_path: Path) -> None:
+    clip = video_files.constant_rate(tmp_path / "c.mp4", seconds=2.0)
+    bus = SlowBus(f"slow-{uuid.uuid4().hex}")
+    capacity = 3
+    settings = IngestSettings(
+        topic="slow",
+        partitions=1,
+        drain_timeout_s=5,
+        cameras=[CameraConfig(camera_id="cam", url=str(clip), loop=True, window=4, stride=4, queue_windows=capacity)],
+    )
+    service = IngestService(settings, bus, CollectorRegistry())
+    service.start()
+    depths, drops = [], []
+    for _ in range(40):
+        time.sleep(0.1)
+        depths.append(sample(service, "streamssl_ingest_queue_depth"))
+        drops.append(sample(service, "streamssl_ingest_windows_dropped_total", reason="backpressure"))
+    service.request_stop()
+    service.shutdown()
+    assert max(depths) <= capacity, f"queue grew past its bound: {max(depths)}"
+    assert drops[-1] > 10, "the slow bus caused no back-pressure drops"
+    assert drops[-1] > drops[len(drops) // 2] > 0, "the drop counter is not rising"
+    published = sample(service, "streamssl_ingest_windows_published_total")
+    assert published > 0, "nothing got through"
+    # The freshest windows win: what is published at the end comes from late in the stream, not the start.
+    with bus.consumer(["slow"], group_id=None) as consumer:
+        sequences = [decode_header(record.value).sequence for record in consumer.poll(1.0)]
+    assert max(sequences) - min(sequences) > published, "oldest windows were not the ones dropped"
+
+
+def test_one_broken_camera_does_not_hold_up_another(embedded_bus: EmbeddedBus, tmp_path: Path) -> None:
+    clip = video_files.constant_rate(tmp_path / "good.mp4", seconds=4.0)
+    settings = IngestSettings(
+        topic="isolation",
+        partitions=2,
+        cameras=[
+            CameraConfig(
+                camera_id="dead",
+                url="rtsp://127.0.0.1:9/none",
+                open_timeout_s=1,
+                reconnect_initial_s=0.1,
+                reconnect_max_s=0.2,
+                allow_down=True,
+            ),
+            CameraConfig(camera_id="good", url=str(clip)),
+        ],
+    )
+    service = IngestService(settings, embedded_bus, CollectorRegistry())
+    service.start()
+    deadline = time.monotonic() + 30
+    while not service.workers[1].finished.is_set() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sample(service, "streamssl_ingest_windows_published_total", camera="good") == 5  # 40 samples
+    assert sample(service, "streamssl_ingest_reconnects_total", camera="dead") >= 1
+    service.request_stop()
+    service.shutdown()
+
+
+def test_metrics_endpoint_and_probes(embedded_bus: EmbeddedBus, tmp_path: Path) -> None:
+    clip = video_files.constant_rate(tmp_path / "c.mp4", seconds=2.0)
+    settings = IngestSettings(
+        topic="probes",
+        partitions=1,
+        cameras=[CameraConfig(camera_id="cam", url=str(clip), loop=True, realtime=True)],
+    )
+    service = IngestService(settings, embedded_bus, CollectorRegistry())
+    server = TelemetryServer(0, service.metrics.registry, service.ready, host="127.0.0.1").start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as not_ready:
+            urllib.request.urlopen(f"{base}/readyz", timeout=5)
+        assert not_ready.value.code == 503
+        service.start()
+        deadline = time.monotonic() + 20
+        while not service.ready()[0] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with urllib.request.urlopen(f"{base}/readyz", timeout=5) as response:
+            assert json.load(response)["status"] == "ready"
+        with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
+            assert response.status == 200
+        time.sleep(1.5)
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+            exposition = response.read().decode()
+    finally:
+        service.request_stop()
+        service.shutdown()
+        server.stop()
+    for name in ALL_METRICS:
+        assert f'{name}{{camera="cam"' in exposition, f"{name} is not exposed"
+    assert 'streamssl_ingest_camera_up{camera="cam"} 1.0' in exposition
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"{base}/healthz", timeout=2)
