@@ -151,3 +151,37 @@ def test_json_logs_carry_extra_fields() -> None:
     assert entry["message"] == "camera cam-2 stalled"
     assert entry["camera_id"] == "cam-2"
     assert entry["level"] == "warning"
+
+
+def test_synth_command_writes_the_clip_and_requested_events(tmp_path: Path) -> None:
+    out = tmp_path / "clip.mp4"
+    result = run(
+        *UMBRELLA,
+        "synth",
+        "--seconds",
+        "3",
+        "--seed",
+        "5",
+        "--width",
+        "320",
+        "--height",
+        "180",
+        "--out",
+        str(out),
+        "--event",
+        "jam@1:1.5",
+        "--event",
+        "stalled@0.5",
+    )
+    assert result.returncode == 0, result.stderr
+    labels = json.loads((tmp_path / "clip.labels.json").read_text())
+    assert [(e["kind"], e["start_s"]) for e in labels["events"]] == [("stalled", 0.5), ("jam", 1.0)]
+    assert labels["frame_count"] == 90
+    assert out.stat().st_size > 0
+
+
+def test_synth_command_rejects_a_bad_event(tmp_path: Path) -> None:
+    result = run(*UMBRELLA, "synth", "--seconds", "3", "--out", str(tmp_path / "x.mp4"), "--event", "meteor@1")
+    assert result.returncode != 0
+    assert "meteor" in result.stderr
+    assert "Traceback" not in result.stderr
