@@ -171,7 +171,7 @@ def test_synth_command_writes_the_clip_and_requested_events(tmp_path: Path) -> N
         "--event",
         "jam@1:1.5",
         "--event",
-        "stalled@0.5",
+        "stalled@0.5:1",
     )
     assert result.returncode == 0, result.stderr
     labels = json.loads((tmp_path / "clip.labels.json").read_text())
