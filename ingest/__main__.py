@@ -90,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ingest.service.service import IngestService
 
         settings = load_settings(IngestSettings, args.config, _overrides(args))
+        if not settings.cameras:
+            raise ConfigError("no camera configured: give --source and --camera-id, or a 'cameras:' list in --config")
         start_logging(settings)
         with open_bus(settings.bus, settings.kafka) as bus:
             service = IngestService(settings, bus)

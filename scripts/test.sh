@@ -9,8 +9,9 @@ cd "$ROOT"
 VENV=$(bash scripts/bootstrap.sh ingest,serving,dev | tail -n 1)
 export PATH="$VENV/bin:$PATH"
 
-echo "== fetching the Kafka broker (cached)"
+echo "== fetching the Kafka broker (cached) and installing the RTSP test camera"
 bash scripts/kafka.sh fetch
+bash scripts/install-rtsp.sh
 echo "== ruff"
 ruff check .
 echo "== mypy"

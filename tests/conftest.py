@@ -11,7 +11,7 @@ import pytest
 from ingest.bus.embedded import EmbeddedBroker, EmbeddedBus
 from ingest.contract import FrameCodec, Window
 
-pytest_plugins = ["tests.kafka_broker"]
+pytest_plugins = ["tests.kafka_broker", "tests.cameras"]
 
 
 @pytest.fixture

@@ -53,7 +53,19 @@ def test_tail_help_lists_its_documented_flags() -> None:
         assert flag in result.stdout
 
 
-@pytest.mark.parametrize("module", ["ingest", "trainer", "serving"])
+def test_ingest_without_a_camera_is_a_usage_error() -> None:
+    result = run(sys.executable, "-m", "ingest", "--bus", "embedded://")
+    assert result.returncode == 2
+    assert "no camera configured" in result.stderr
+
+
+def test_ingest_single_camera_needs_both_source_and_id() -> None:
+    result = run(sys.executable, "-m", "ingest", "--source", "clip.mp4")
+    assert result.returncode == 2
+    assert "--source and --camera-id" in result.stderr
+
+
+@pytest.mark.parametrize("module", ["trainer", "serving"])
 def test_services_not_built_yet_say_so_and_exit_2(module: str) -> None:
     result = run(sys.executable, "-m", module, "--bus", "embedded://")
     assert result.returncode == 2
