@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import random
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +21,7 @@ from ingest.bus.base import Headers
 from ingest.bus.embedded import EmbeddedBus, EmbeddedProducer
 from ingest.cli.telemetry_server import TelemetryServer
 from ingest.contract import decode_header
+from ingest.service.backoff import Backoff
 from ingest.service.config import CameraConfig, IngestSettings
 from ingest.service.service import IngestService
 from tests import video_files
@@ -152,3 +156,114 @@ def test_metrics_endpoint_and_probes(embedded_bus: EmbeddedBus, tmp_path: Path) 
     assert 'streamssl_ingest_camera_up{camera="cam"} 1.0' in exposition
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"{base}/healthz", timeout=2)
+
+
+def test_windows_over_the_size_limit_step_quality_down_or_are_dropped(
+    embedded_bus: EmbeddedBus, tmp_path: Path
+) -> None:
+    clip = video_files.constant_rate(tmp_path / "c.mp4", seconds=2.0)
+
+    def run(max_message_bytes: int) -> IngestService:
+        settings = IngestSettings(
+            topic=f"size.{uuid.uuid4().hex[:6]}",
+            partitions=1,
+            max_message_bytes=max_message_bytes,
+            cameras=[CameraConfig(camera_id="cam", url=str(clip), quality=95, min_quality=20, quality_step=15)],
+        )
+        service = IngestService(settings, embedded_bus, CollectorRegistry())
+        service.start()
+        service.wait()
+        service.shutdown()
+        return service
+
+    roomy = run(1_000_000)
+    sizes = roomy.metrics.registry.get_sample_value("streamssl_ingest_published_bytes_total", {"camera": "cam"})
+    assert sizes is not None
+    per_window = sizes / sample(roomy, "streamssl_ingest_windows_published_total")
+    tight = run(int(per_window * 0.7))
+    assert sample(tight, "streamssl_ingest_jpeg_quality_steps_total") > 0
+    assert sample(tight, "streamssl_ingest_windows_published_total") == 2
+    hopeless = run(2_000)
+    assert sample(hopeless, "streamssl_ingest_windows_published_total") == 0
+    assert sample(hopeless, "streamssl_ingest_windows_dropped_total", reason="oversize") == 2
+
+
+def test_motion_gate_skips_a_static_scene(embedded_bus: EmbeddedBus, tmp_path: Path) -> None:
+    still = tmp_path / "still.mp4"
+    video_files.ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=gray:size=320x240:rate=30:duration=2",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        str(still),
+    )
+    moving = video_files.constant_rate(tmp_path / "moving.mp4", seconds=2.0)
+    settings = IngestSettings(
+        topic="gate",
+        partitions=1,
+        cameras=[
+            CameraConfig(camera_id="still", url=str(still), motion_threshold=1.0),
+            CameraConfig(camera_id="moving", url=str(moving), motion_threshold=1.0),
+        ],
+    )
+    service = IngestService(settings, embedded_bus, CollectorRegistry())
+    service.start()
+    service.wait()
+    service.shutdown()
+    assert sample(service, "streamssl_ingest_windows_dropped_total", camera="still", reason="static") == 2
+    assert sample(service, "streamssl_ingest_windows_published_total", camera="still") == 0
+    assert sample(service, "streamssl_ingest_windows_published_total", camera="moving") == 2
+
+
+def test_opencv_backend_reads_a_file(embedded_bus: EmbeddedBus, tmp_path: Path) -> None:
+    clip = video_files.constant_rate(tmp_path / "c.mp4", seconds=2.0)
+    settings = IngestSettings(
+        topic="opencv", partitions=1, cameras=[CameraConfig(camera_id="cam", url=str(clip), backend="opencv")]
+    )
+    service = IngestService(settings, embedded_bus, CollectorRegistry())
+    service.start()
+    service.wait()
+    service.shutdown()
+    assert sample(service, "streamssl_ingest_frames_decoded_total") == 60
+    assert sample(service, "streamssl_ingest_windows_published_total") == 2
+    with embedded_bus.consumer(["opencv"], group_id=None) as consumer:
+        windows = [decode_header(record.value) for record in consumer.poll(1.0)]
+    assert [round(w.pts_s[1] - w.pts_s[0], 3) for w in windows] == [0.1, 0.1]
+
+
+def test_many_cameras_from_a_yaml_file_on_the_command_line(tmp_path: Path) -> None:
+    first = video_files.constant_rate(tmp_path / "a.mp4", seconds=2.0)
+    second = video_files.constant_rate(tmp_path / "b.mp4", seconds=3.0)
+    config = tmp_path / "cameras.yaml"
+    config.write_text(
+        "topic: yaml.cameras\n"
+        "cameras:\n"
+        f"  - {{camera_id: cam-a, url: '{first}', window: 4, stride: 4}}\n"
+        f"  - {{camera_id: cam-b, url: '{second}', size: 64x48, color: gray}}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "ingest", "--config", str(config), "--log-format", "json"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    logs = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    ended = {line.get("camera_id") for line in logs if "end of file" in line["message"]}
+    assert ended == {"cam-a", "cam-b"}
+
+
+def test_backoff_grows_with_jitter_up_to_its_cap() -> None:
+    backoff = Backoff(0.5, 4.0, random.Random(7))
+    delays = [backoff.next_delay() for _ in range(8)]
+    ceilings = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0]
+    assert all(ceiling / 2 <= delay <= ceiling for delay, ceiling in zip(delays, ceilings, strict=True))
+    assert len({round(delay, 6) for delay in delays[3:]}) > 1, "no jitter"
+    backoff.reset()
+    assert backoff.next_delay() <= 0.5
