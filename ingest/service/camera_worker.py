@@ -59,6 +59,9 @@ class CameraWorker(threading.Thread):
         )
         self._gate = MotionGate(config.motion_threshold)
         self._backoff = Backoff(config.reconnect_initial_s, config.reconnect_max_s)
+        # Series touched for every decoded frame, resolved once: labels() takes a lock and a dict lookup.
+        self._frames_decoded = metrics.frames_decoded.labels(config.camera_id)
+        self._sampling_drops = metrics.frames_dropped.labels(config.camera_id, "sampling")
 
     def run(self) -> None:
         try:
@@ -132,7 +135,7 @@ class CameraWorker(threading.Thread):
             self.metrics.frames_dropped.labels(self._camera, "partial_window").inc(lost)
 
     def _handle(self, frame: DecodedFrame) -> None:
-        self.metrics.frames_decoded.labels(self._camera).inc()
+        self._frames_decoded.inc()
         time_s, continuity = self._timeline.observe(frame.pts_s, frame.arrival_s)
         if continuity is Continuity.DUPLICATE:
             self.metrics.frames_dropped.labels(self._camera, "duplicate").inc()
@@ -143,7 +146,7 @@ class CameraWorker(threading.Thread):
         dropped_before = self._sampler.dropped
         samples = self._sampler.offer(time_s, frame)
         if self._sampler.dropped > dropped_before:
-            self.metrics.frames_dropped.labels(self._camera, "sampling").inc(self._sampler.dropped - dropped_before)
+            self._sampling_drops.inc(self._sampler.dropped - dropped_before)
         for sample_time, sample in samples:
             self._add_sample(sample_time, sample)
 
