@@ -1,0 +1,238 @@
+"""The model registry: how the trainer hands encoders to serving nodes, on a filesystem (or a volume both mount).
+
+Layout::
+
+    REGISTRY/<model>/<version>/            one published version, immutable once renamed into place
+        frame_encoder.onnx, clip_encoder.onnx, predictor.onnx, [*.int8.onnx]
+        metadata.json                      the ModelMetadata below (schema "streamssl.model/1")
+        SHA256SUMS                         `sha256sum -c` format, covering every other file in the directory
+    REGISTRY/<model>/production            one line: the version serving nodes should follow
+
+Versions are decimal integers, increasing (``1``, ``2``, …). A version is written to a hidden temporary directory,
+fsynced and renamed into place, so a reader never sees half of one; the ``production`` pointer is replaced the same
+way. Readers verify every checksum and the metadata before they use a version.
+
+The ONNX interfaces (the contract between the trainer's export and serving):
+
+* ``frame_encoder``: ``frames`` uint8 ``[N, H, W, C]`` (RGB or gray pixels, normalisation inside the graph) →
+  ``embedding`` float32 ``[N, D]``.
+* ``clip_encoder``: ``frames`` uint8 ``[N, T, H, W, C]`` → ``frame_embeddings`` float32 ``[N, T, D]`` and
+  ``clip_embedding`` float32 ``[N, D]``.
+* ``predictor``: ``context`` float32 ``[N, K, D]`` (embeddings of the first K frames) → ``predicted`` float32
+  ``[N, M, D]`` (embeddings of the next M frames). The anomaly score compares them with the frames' actual embeddings.
+* ``pixel_predictor`` (optional): ``frames`` uint8 ``[N, K, H, W, C]`` → ``next_frame`` float32 ``[N, h, w, C]`` in
+  [0, 1], a low-resolution prediction of frame K+1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA = "streamssl.model/1"
+DEFAULT_MODEL_NAME = "streamssl-encoder"
+PRODUCTION_POINTER = "production"
+METADATA_FILE = "metadata.json"
+CHECKSUM_FILE = "SHA256SUMS"
+
+Role = Literal["frame_encoder", "clip_encoder", "predictor", "pixel_predictor"]
+_VERSION = re.compile(r"[1-9][0-9]{0,8}")
+_CHECKSUM_LINE = re.compile(r"([0-9a-f]{64}) [ *](.+)")
+
+
+class RegistryError(Exception):
+    """A registry operation failed, or a version is missing, incomplete, tampered with or malformed."""
+
+
+class TensorSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    shape: list[int | str]  # a string is a dynamic axis, e.g. "batch"
+    dtype: Literal["uint8", "float32"]
+
+
+class ModelFile(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: Role
+    path: str = Field(pattern=r"^[A-Za-z0-9._-]+\.onnx$")
+    precision: Literal["fp32", "int8"] = "fp32"
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+class InputFormat(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    channels: Literal[1, 3]
+    window: int = Field(gt=1, description="frames per window the clip encoder was trained on")
+    context_frames: int = Field(gt=0, description="K: frames the predictor sees")
+    future_frames: int = Field(gt=0, description="M: frames the predictor predicts")
+    embedding_dim: int = Field(gt=0)
+    normalisation: dict[str, list[float]] = Field(description="mean and std per channel, on pixels scaled to [0, 1]")
+
+
+class ModelMetadata(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    schema_: Literal["streamssl.model/1"] = Field("streamssl.model/1", alias="schema")
+    model: str
+    version: str = ""  # filled in by publish_version
+    created_at: str
+    step: int = Field(ge=0)
+    config_hash: str
+    opset: int = Field(ge=17)
+    input: InputFormat
+    files: list[ModelFile]
+    metrics: dict[str, float] = Field(default_factory=dict)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    def file(self, role: Role, precision: Literal["fp32", "int8"] = "fp32") -> ModelFile | None:
+        return next((f for f in self.files if f.role == role and f.precision == precision), None)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with path.open("wb") as stream:
+        stream.write(data)
+        stream.flush()
+        os.fsync(stream.fileno())
+
+
+def versions(registry: Path, model: str) -> list[str]:
+    """Published versions of ``model``, oldest first."""
+    model_dir = registry / model
+    if not model_dir.is_dir():
+        return []
+    return sorted((p.name for p in model_dir.iterdir() if p.is_dir() and _VERSION.fullmatch(p.name)), key=int)
+
+
+def publish_version(registry: Path, metadata: ModelMetadata, files: dict[str, Path]) -> str:
+    """Copy ``files`` (registry file name → source path) and the metadata in as the next version, atomically.
+
+    Every file named in ``metadata.files`` must be given. Returns the new version.
+    """
+    named = {f.path for f in metadata.files}
+    if named != set(files):
+        raise RegistryError(f"metadata lists {sorted(named)} but the files given are {sorted(files)}")
+    model_dir = registry / metadata.model
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = model_dir / f".staging-{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        for name, source in files.items():
+            shutil.copyfile(source, staging / name)
+        existing = versions(registry, metadata.model)
+        version = str(int(existing[-1]) + 1) if existing else "1"
+        final = metadata.model_copy(update={"version": version})
+        _write_durably(staging / METADATA_FILE, final.model_dump_json(by_alias=True, indent=2).encode())
+        sums = "".join(f"{sha256_file(staging / name)}  {name}\n" for name in sorted([*files, METADATA_FILE]))
+        _write_durably(staging / CHECKSUM_FILE, sums.encode())
+        for name in files:
+            with (staging / name).open("rb") as stream:
+                os.fsync(stream.fileno())
+        _fsync_directory(staging)
+        try:
+            staging.rename(model_dir / version)
+        except OSError as error:  # another publisher took this version number first
+            raise RegistryError(f"version {version} of {metadata.model} appeared while publishing: {error}") from error
+        _fsync_directory(model_dir)
+        return version
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def set_production(registry: Path, model: str, version: str) -> None:
+    """Point ``production`` at ``version`` (which must verify), replacing the pointer atomically."""
+    verify_version(registry / model / version)
+    model_dir = registry / model
+    temporary = model_dir / f".{PRODUCTION_POINTER}-{uuid.uuid4().hex}"
+    _write_durably(temporary, f"{version}\n".encode())
+    temporary.replace(model_dir / PRODUCTION_POINTER)
+    _fsync_directory(model_dir)
+
+
+def production_version(registry: Path, model: str) -> str | None:
+    """The version ``production`` names, or None if nothing was promoted yet."""
+    pointer = registry / model / PRODUCTION_POINTER
+    try:
+        version = pointer.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    if not _VERSION.fullmatch(version):
+        raise RegistryError(f"{pointer} holds {version!r}, not a version number")
+    return version
+
+
+def verify_version(directory: Path) -> ModelMetadata:
+    """Check every SHA-256 sum and the metadata of a published version; return the metadata.
+
+    Raises :class:`RegistryError` naming the first problem: a missing or extra file, a checksum mismatch (tampering
+    or corruption), or metadata that does not match the schema or its directory.
+    """
+    sums_path = directory / CHECKSUM_FILE
+    try:
+        lines = sums_path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as error:
+        raise RegistryError(f"{directory} has no {CHECKSUM_FILE}: not a complete published version") from error
+    expected: dict[str, str] = {}
+    for line in lines:
+        match = _CHECKSUM_LINE.fullmatch(line.strip())
+        if not match or "/" in match[2]:
+            raise RegistryError(f"{sums_path}: malformed line {line!r}")
+        expected[match[2]] = match[1]
+    present = {p.name for p in directory.iterdir() if p.is_file() and p.name != CHECKSUM_FILE}
+    if present != set(expected):
+        raise RegistryError(
+            f"{directory}: files {sorted(present ^ set(expected))} are not both on disk and in {CHECKSUM_FILE}"
+        )
+    for name, digest in expected.items():
+        actual = sha256_file(directory / name)
+        if actual != digest:
+            raise RegistryError(f"{directory / name}: SHA-256 {actual} does not match {CHECKSUM_FILE} ({digest})")
+    try:
+        metadata = ModelMetadata.model_validate_json((directory / METADATA_FILE).read_bytes())
+    except FileNotFoundError as error:
+        raise RegistryError(f"{directory} has no {METADATA_FILE}") from error
+    except ValidationError as error:
+        raise RegistryError(f"{directory / METADATA_FILE} is not valid model metadata: {error}") from error
+    if metadata.version != directory.name or metadata.model != directory.parent.name:
+        raise RegistryError(
+            f"{directory}: metadata says {metadata.model} version {metadata.version}, the directory says otherwise"
+        )
+    missing = [f.path for f in metadata.files if not (directory / f.path).is_file()]
+    if missing:
+        raise RegistryError(f"{directory}: metadata lists missing files {missing}")
+    return metadata
+
+
+def metadata_to_json(metadata: ModelMetadata) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(metadata.model_dump_json(by_alias=True))
+    return result
