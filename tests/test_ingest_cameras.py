@@ -3,6 +3,9 @@ Kafka broker; and an HTTP camera whose connection stays open while frames stop (
 
 from __future__ import annotations
 
+import functools
+import http.server
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -17,6 +20,7 @@ from ingest.contract import Window
 from ingest.contract.messages import window_from_record
 from ingest.service.config import CameraConfig, IngestSettings
 from ingest.service.service import IngestService
+from tests import video_files
 from tests.bus_members import wait_until
 from tests.cameras import RtspCameraFactory, StalledHttpCameraFactory, synthetic_clip
 
@@ -127,3 +131,48 @@ def test_stall_watchdog_reconnects_an_open_but_silent_camera(
         service.shutdown()
     assert sample(service, "streamssl_ingest_reconnects_total") >= 1
     assert sample(service, "streamssl_ingest_windows_published_total") >= 2, "frames before the stall were lost"
+
+
+def test_hls_playlist_over_http(embedded_bus: EmbeddedBus, tmp_path: Path) -> None:
+    clip = synthetic_clip(tmp_path / "clip.mp4", seconds=4.0)
+    hls = tmp_path / "hls"
+    hls.mkdir()
+    video_files.ffmpeg(
+        "-i",
+        str(clip),
+        "-c",
+        "copy",
+        "-f",
+        "hls",
+        "-hls_time",
+        "1",
+        "-hls_playlist_type",
+        "vod",
+        str(hls / "index.m3u8"),
+    )
+    handler = functools.partial(QuietFileHandler, directory=str(hls))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/index.m3u8"
+        settings = IngestSettings(
+            topic="hls", partitions=1, cameras=[CameraConfig(camera_id="cam", url=url, window=4, stride=4)]
+        )
+        service = IngestService(settings, embedded_bus, CollectorRegistry())
+        service.start()
+        try:
+            wait_until(lambda: sample(service, "streamssl_ingest_windows_published_total") >= 8, 30, "8 HLS windows")
+        finally:
+            service.request_stop()
+            service.shutdown()
+            server.shutdown()
+    with embedded_bus.consumer(["hls"], group_id=None) as consumer:
+        windows = [window_from_record(r) for r in consumer.poll(1.0)]
+    first_segment = [w for w in windows if w.segment == 0]
+    assert len(first_segment) >= 8
+    for window in first_segment:
+        np.testing.assert_allclose(np.diff(window.pts_s), 0.1, atol=1 / 30 + 1e-6)
+
+
+class QuietFileHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        return
