@@ -76,7 +76,23 @@ class Record:
         return next((value for key, value in self.headers if key == name), None)
 
 
-class BusProducer(abc.ABC):
+class _ClosedOnExit(abc.ABC):
+    """``with`` closes it, whatever happened inside."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release what it holds."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class BusProducer(_ClosedOnExit):
     """Sends messages; use as a context manager so pending messages are flushed on exit."""
 
     @abc.abstractmethod
@@ -91,16 +107,8 @@ class BusProducer(abc.ABC):
     def close(self, timeout_s: float | None = None) -> None:
         """Flush, then release the connection."""
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class BusConsumer(abc.ABC):
+class BusConsumer(_ClosedOnExit):
     """Reads messages of its subscribed topics from the partitions its group assigned to it."""
 
     @abc.abstractmethod
@@ -127,16 +135,8 @@ class BusConsumer(abc.ABC):
     def close(self) -> None:
         """Leave the group (its partitions go to the other members) without committing anything."""
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class Bus(abc.ABC):
+class Bus(_ClosedOnExit):
     """A connection to one bus; hands out producers and consumers."""
 
     @abc.abstractmethod
@@ -162,11 +162,3 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release what the bus holds (admin connections); producers and consumers are closed by their owners."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
