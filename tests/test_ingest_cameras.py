@@ -176,3 +176,20 @@ def test_hls_playlist_over_http(embedded_bus: EmbeddedBus, tmp_path: Path) -> No
 class QuietFileHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         return
+
+
+def test_rtsp_over_udp(embedded_bus: EmbeddedBus, rtsp_camera_factory: RtspCameraFactory, tmp_path: Path) -> None:
+    camera = rtsp_camera_factory(synthetic_clip(tmp_path / "clip.mp4", seconds=2.0))
+    settings = IngestSettings(
+        topic="udp",
+        partitions=1,
+        cameras=[CameraConfig(camera_id="cam", url=camera.url, rtsp_transport="udp", window=4, stride=4)],
+    )
+    service = IngestService(settings, embedded_bus, CollectorRegistry())
+    service.start()
+    try:
+        wait_until(lambda: sample(service, "streamssl_ingest_windows_published_total") >= 3, 30, "3 windows over UDP")
+    finally:
+        service.request_stop()
+        service.shutdown()
+    assert sample(service, "streamssl_ingest_reconnects_total") == 0
