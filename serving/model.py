@@ -1,0 +1,125 @@
+"""A loaded model version: one onnxruntime session per role, and the two computations the node runs on them.
+
+* :meth:`LoadedModel.embed_frames`: images → embeddings (the frame encoder; what OIP ``infer`` answers).
+* :meth:`LoadedModel.run_windows`: windows → frame and clip embeddings (clip encoder), the predictor's guess of the
+  future frames' embeddings, the raw anomaly score and, with a pixel head, the pixel error.
+
+Instances are built and validated by :mod:`serving.model_loader` and shared through :mod:`serving.model_slot`;
+onnxruntime sessions may be run from several threads at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ingest.contract.model_registry import ModelFile, ModelMetadata, Role, TensorSpec
+from serving.anomaly import pixel_error, prediction_error
+
+Array = npt.NDArray[Any]
+
+
+@dataclass(frozen=True)
+class TensorContract:
+    name: str
+    dtype: str
+    rank: int
+
+
+# The ONNX interfaces of ingest.contract.model_registry: names, dtypes and ranks every exported file must have.
+CONTRACT: dict[Role, tuple[tuple[TensorContract, ...], tuple[TensorContract, ...]]] = {
+    "frame_encoder": ((TensorContract("frames", "uint8", 4),), (TensorContract("embedding", "float32", 2),)),
+    "clip_encoder": (
+        (TensorContract("frames", "uint8", 5),),
+        (TensorContract("frame_embeddings", "float32", 3), TensorContract("clip_embedding", "float32", 2)),
+    ),
+    "predictor": ((TensorContract("context", "float32", 3),), (TensorContract("predicted", "float32", 3),)),
+    "pixel_predictor": ((TensorContract("frames", "uint8", 5),), (TensorContract("next_frame", "float32", 4),)),
+}
+REQUIRED_ROLES: tuple[Role, ...] = ("frame_encoder", "clip_encoder", "predictor")
+
+
+@dataclass(frozen=True)
+class WindowOutputs:
+    """Results for a batch of N windows of T frames (embedding size D)."""
+
+    frame_embeddings: npt.NDArray[np.float32]  # [N, T, D]
+    clip_embeddings: npt.NDArray[np.float32]  # [N, D]
+    raw_scores: npt.NDArray[np.float64]  # [N]
+    pixel_errors: npt.NDArray[np.float64] | None  # [N], with a pixel predictor
+
+    def rows(self, start: int, stop: int) -> WindowOutputs:
+        return WindowOutputs(
+            self.frame_embeddings[start:stop],
+            self.clip_embeddings[start:stop],
+            self.raw_scores[start:stop],
+            None if self.pixel_errors is None else self.pixel_errors[start:stop],
+        )
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """One version of one model, ready to run. ``sessions`` and ``files`` are keyed by role."""
+
+    name: str
+    version: str
+    metadata: ModelMetadata
+    precision: str
+    provider: str
+    sessions: dict[Role, Any]  # onnxruntime.InferenceSession (untyped package)
+    files: dict[Role, ModelFile]
+    leases: int = field(default=0, compare=False)  # guarded by the ModelSlot's lock
+
+    @property
+    def frame_input(self) -> TensorSpec:
+        return self.files["frame_encoder"].inputs[0]
+
+    @property
+    def frame_output(self) -> TensorSpec:
+        return self.files["frame_encoder"].outputs[0]
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """``(H, W, C)`` of the frames every encoder takes."""
+        spec = self.metadata.input
+        return spec.height, spec.width, spec.channels
+
+    @property
+    def context_frames(self) -> int:
+        return self.metadata.input.context_frames
+
+    @property
+    def future_frames(self) -> int:
+        return self.metadata.input.future_frames
+
+    @property
+    def has_pixel_head(self) -> bool:
+        return "pixel_predictor" in self.sessions
+
+    def describe(self) -> str:
+        return f"{self.name} version {self.version} ({self.precision}, {self.provider})"
+
+    def run(self, role: Role, value: Array) -> list[npt.NDArray[np.float32]]:
+        """Run one role on its single input; its outputs in contract order."""
+        inputs, outputs = CONTRACT[role]
+        results = self.sessions[role].run([o.name for o in outputs], {inputs[0].name: value})
+        return [np.asarray(result, dtype=np.float32) for result in results]
+
+    def embed_frames(self, frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """``[N, H, W, C]`` uint8 → ``[N, D]`` float32."""
+        return self.run("frame_encoder", frames)[0]
+
+    def run_windows(self, frames: npt.NDArray[np.uint8]) -> WindowOutputs:
+        """``[N, T, H, W, C]`` uint8 windows (T ≥ K + M) → embeddings and raw anomaly scores."""
+        k, m = self.context_frames, self.future_frames
+        frame_embeddings, clip_embeddings = self.run("clip_encoder", frames)
+        (predicted,) = self.run("predictor", np.ascontiguousarray(frame_embeddings[:, :k]))
+        raw = prediction_error(predicted, frame_embeddings[:, k : k + m])
+        pixels = None
+        if self.has_pixel_head:
+            (next_frame,) = self.run("pixel_predictor", np.ascontiguousarray(frames[:, :k]))
+            pixels = pixel_error(next_frame, frames[:, k])
+        return WindowOutputs(frame_embeddings, clip_embeddings, raw, pixels)

@@ -1,0 +1,125 @@
+"""Request and response shapes of the HTTP API, for the OpenAPI document only.
+
+Handlers read bodies with orjson (:mod:`serving.tensors`), not through these models: pydantic validation of a
+50,000-number array would cost more than the inference. The models describe the Open Inference Protocol (KServe v2)
+messages and the convenience endpoints, so clients and fuzzers get an accurate schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Datatype = Literal["UINT8", "FP32"]
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="what was wrong, in words")
+
+
+class ServerLive(BaseModel):
+    live: bool
+
+
+class ServerReady(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: Datatype
+    shape: list[int] = Field(description="-1 marks a dynamic axis")
+
+
+class ModelMetadataResponse(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class RequestInput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: Datatype
+    parameters: dict[str, Any] | None = None
+    data: list[Any] = Field(description="tensor values, flat in row-major order (nested arrays are accepted)")
+
+
+class RequestOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequest(BaseModel):
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[RequestInput]
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: Datatype
+    data: list[float]
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[ResponseOutput]
+
+
+class ImageEmbedding(BaseModel):
+    model_name: str
+    model_version: str
+    embedding: list[float]
+    resized_from: list[int] | None = Field(description="[height, width] of the image if it was resized to the model's")
+
+
+class WindowEmbedding(BaseModel):
+    model_name: str
+    model_version: str
+    camera_id: str
+    window_id: str
+    sequence: int
+    frame_embeddings: list[list[float]]
+    clip_embedding: list[float]
+
+
+class WindowScore(BaseModel):
+    """One scored window; stream mode publishes the same object (plus the embedding) to the output topic."""
+
+    schema_: str = Field(alias="schema")
+    model_name: str
+    model_version: str
+    camera_id: str
+    window_id: str
+    sequence: int
+    segment: int
+    pts_start_s: float
+    pts_end_s: float
+    capture_time_s: float
+    score: float | None = Field(description="z-score against the camera's running statistics; null while warming up")
+    raw_score: float = Field(description="future-prediction error: mean over the predicted frames of 1 − cosine")
+    pixel_error: float | None = Field(description="MSE of the pixel head's next frame, if the model has one")
+    camera_windows: int = Field(description="windows behind the camera's statistics")
+    camera_mean: float
+    camera_std: float
+    scored_at: float = Field(description="Unix time the score was computed")
+    embedding: list[float] | None = None

@@ -1,0 +1,211 @@
+"""Stream mode: windows from a bus topic in, one result per window out, at least once.
+
+One thread owns the consumer (Kafka clients are not thread-safe). Per poll it decodes the windows, scores them through
+the batcher, publishes one JSON result per window to the output topic keyed by camera id (so a camera's results stay
+in order in one partition), waits until the bus acknowledged every result, and only then commits the input offsets.
+A crash before the commit means those windows are read again: duplicates after a crash, never losses.
+
+A message that is not a window, or a window the model cannot take, goes to the dead-letter topic with the reason in
+the ``streamssl-error`` header and is committed past. If results cannot be published, nothing is committed and the
+consumer is reopened, so it resumes at the last committed offset.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from ingest.bus import Bus, BusConsumer, BusError, BusProducer, Delivered, Record, TopicPartition
+from ingest.contract import Window, WindowDecodeError
+from ingest.contract.messages import HEADER_ERROR, window_from_record
+from ingest.contract.topics import dead_letter_topic
+from serving.anomaly import ScoreNormaliser
+from serving.batcher import Batcher
+from serving.errors import ServingError
+from serving.metrics import ServingMetrics
+from serving.model import WindowOutputs
+from serving.model_slot import ModelSlot
+from serving.tensors import dumps
+from serving.windows import RESULT_SCHEMA, score_window, window_frames
+
+log = logging.getLogger(__name__)
+
+HEADER_SOURCE = "streamssl-source"  # topic[partition]@offset of the input a dead letter came from
+_POLL_S = 0.5
+_LAG_INTERVAL_S = 5.0
+_RECONNECT_S = 2.0
+_REPUBLISH_S = 1.0  # pause before reading unacknowledged windows again, so a dead broker is not hammered
+_MAX_REASON = 1000  # characters of the error kept in a dead letter's header
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    input_topic: str
+    output_topic: str
+    group_id: str
+    partitions: int = 8
+    poll_records: int = 64
+    ack_timeout_s: float = 60.0
+
+
+class StreamWorker:
+    """Runs the consume → score → publish → commit loop on its own thread until :meth:`stop`."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        config: StreamConfig,
+        *,
+        slot: ModelSlot,
+        batcher: Batcher,
+        normaliser: ScoreNormaliser,
+        metrics: ServingMetrics,
+    ) -> None:
+        self.bus = bus
+        self.config = config
+        self.dead_letter_topic = dead_letter_topic(config.input_topic)
+        self.slot = slot
+        self.batcher = batcher
+        self.normaliser = normaliser
+        self.metrics = metrics
+        self.consuming = threading.Event()  # set while a consumer is open (for readiness)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stream", daemon=True)
+        self._next_offsets: dict[TopicPartition, int] = {}
+        self._lag_checked = 0.0
+
+    def start(self) -> None:
+        for topic in (self.config.input_topic, self.config.output_topic, self.dead_letter_topic):
+            self.bus.create_topic(topic, self.config.partitions)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Finish the batch in hand (publish, commit), leave the group, return."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        while self.slot.current is None and not self._stop.wait(0.2):
+            pass  # nothing to score with yet: do not take partitions from members that could
+        with self.bus.producer() as producer:
+            while not self._stop.is_set():
+                try:
+                    with self.bus.consumer(
+                        [self.config.input_topic], group_id=self.config.group_id, start="earliest"
+                    ) as consumer:
+                        self.consuming.set()
+                        log.info(
+                            "stream mode: %s → %s (group %s, dead letters to %s)",
+                            self.config.input_topic,
+                            self.config.output_topic,
+                            self.config.group_id,
+                            self.dead_letter_topic,
+                        )
+                        self._consume(consumer, producer)
+                except Exception as error:  # the loop must outlive any bus or processing failure
+                    log.error("stream mode: %s; reconnecting in %.0f s", error, _RECONNECT_S, exc_info=error)
+                    self._stop.wait(_RECONNECT_S)
+                finally:
+                    self.consuming.clear()
+
+    def _consume(self, consumer: BusConsumer, producer: BusProducer) -> None:
+        while not self._stop.is_set():
+            records = consumer.poll(_POLL_S, max_records=self.config.poll_records)
+            if records:
+                if not self._process(records, producer):
+                    self._stop.wait(_REPUBLISH_S)
+                    return  # reopen: the group hands back the partitions at their committed offsets
+                offsets: dict[TopicPartition, int] = {}
+                for record in records:
+                    offsets[record.topic_partition] = max(offsets.get(record.topic_partition, 0), record.offset + 1)
+                try:
+                    consumer.commit(offsets)
+                except BusError as error:
+                    # A rebalance took the partitions: their new owner reads these windows again (duplicates).
+                    log.warning("stream mode: commit refused (%s); the windows will be scored again", error)
+                else:
+                    self._next_offsets.update(offsets)
+            self._update_lag(consumer)
+
+    def _process(self, records: list[Record], producer: BusProducer) -> bool:
+        """Score and publish ``records``; True once every result and dead letter is acknowledged."""
+        sends: list[Future[Delivered]] = []
+        scored = dead = 0
+        try:
+            pending: list[tuple[Record, Window, Future[WindowOutputs]]] = []
+            with self.slot.acquire() as model:
+                for record in records:
+                    try:
+                        window = window_from_record(record)
+                        frames = window_frames(model, window)
+                    except (WindowDecodeError, ServingError) as error:
+                        sends.append(self._dead_letter(producer, record, str(error)))
+                        dead += 1
+                        continue
+                    pending.append((record, window, self.batcher.submit_windows(model, frames, block=True)))
+                for record, window, future in pending:
+                    try:
+                        outputs = future.result()
+                    except Exception as error:  # inference failed for this window: park it, keep going
+                        sends.append(self._dead_letter(producer, record, f"inference failed: {error}"))
+                        dead += 1
+                        continue
+                    result = score_window(model, window, outputs, self.normaliser, with_embedding=True)
+                    sends.append(
+                        producer.send(
+                            self.config.output_topic,
+                            dumps(result),
+                            key=window.camera_id.encode("utf-8"),
+                            headers=(
+                                ("content-type", b"application/json"),
+                                ("streamssl-schema", RESULT_SCHEMA.encode()),
+                            ),
+                        )
+                    )
+                    scored += 1
+            for sent in sends:
+                sent.result(timeout=self.config.ack_timeout_s)
+        except Exception as error:  # not acknowledged: commit nothing, read these windows again
+            self.metrics.stream_publish_errors.inc()
+            log.error(
+                "stream mode: results of %d windows not acknowledged (%s); reading them again", len(records), error
+            )
+            return False
+        self.metrics.stream_windows.labels("scored").inc(scored)
+        self.metrics.stream_windows.labels("dead_lettered").inc(dead)
+        return True
+
+    def _dead_letter(self, producer: BusProducer, record: Record, reason: str) -> Future[Delivered]:
+        log.warning("stream mode: dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
+        headers = (
+            *record.headers,
+            (HEADER_ERROR, reason[:_MAX_REASON].encode("utf-8")),
+            (HEADER_SOURCE, f"{record.topic}[{record.partition}]@{record.offset}".encode()),
+        )
+        return producer.send(self.dead_letter_topic, record.value, key=record.key, headers=headers)
+
+    def _update_lag(self, consumer: BusConsumer) -> None:
+        now = time.monotonic()
+        if now - self._lag_checked < _LAG_INTERVAL_S:
+            return
+        self._lag_checked = now
+        assigned = sorted(consumer.assignment())
+        try:
+            ends = consumer.end_offsets(assigned)
+            for partition in assigned:
+                position = self._next_offsets.get(partition)
+                if position is None:
+                    position = consumer.committed(partition) or 0
+                    self._next_offsets[partition] = position
+                lag = max(0, ends.get(partition, position) - position)
+                self.metrics.stream_lag.labels(str(partition.partition)).set(lag)
+        except BusError as error:
+            log.debug("stream mode: could not read end offsets for the lag: %s", error)

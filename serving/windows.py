@@ -1,0 +1,97 @@
+"""Windows in, results out: whether a window fits the model, and the result object of a scored window.
+
+Shared by the HTTP endpoints and stream mode, so a result on the output topic and an HTTP answer are the same JSON.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ingest.contract import Window, WindowDecodeError, decode_window
+from serving.anomaly import CameraScore, ScoreNormaliser
+from serving.errors import InvalidInputError
+from serving.model import LoadedModel, WindowOutputs
+
+RESULT_SCHEMA = "streamssl.score/1"
+
+
+def decode_window_body(body: bytes) -> Window:
+    """An HTTP body in the window wire format → :class:`Window`, or a 400 saying what is wrong with it."""
+    try:
+        return decode_window(body)
+    except WindowDecodeError as error:
+        raise InvalidInputError(f"malformed window: {error}") from error
+
+
+def window_frames(model: LoadedModel, window: Window) -> npt.NDArray[np.uint8]:
+    """The window's frames as a batch of one ``[1, T, H, W, C]``, if the model can score them (else a 400)."""
+    expected = model.frame_shape
+    actual = (window.height, window.width, window.channels)
+    if actual != expected:
+        raise InvalidInputError(
+            f"window {window.camera_id}#{window.sequence} has {window.width}×{window.height}×{window.channels} frames, "
+            f"model {model.name} version {model.version} takes {expected[1]}×{expected[0]}×{expected[2]}"
+        )
+    needed = model.context_frames + model.future_frames
+    time_axis = model.files["clip_encoder"].inputs[0].shape[1]
+    if isinstance(time_axis, int) and window.frame_count != time_axis:
+        raise InvalidInputError(
+            f"window {window.camera_id}#{window.sequence} has {window.frame_count} frames, the model takes {time_axis}"
+        )
+    if window.frame_count < needed:
+        raise InvalidInputError(
+            f"window {window.camera_id}#{window.sequence} has {window.frame_count} frames, the model needs at least "
+            f"{needed} ({model.context_frames} context + {model.future_frames} to predict)"
+        )
+    return window.frames[None]
+
+
+def window_embedding(model: LoadedModel, window: Window, outputs: WindowOutputs) -> dict[str, Any]:
+    return {
+        "model_name": model.name,
+        "model_version": model.version,
+        "camera_id": window.camera_id,
+        "window_id": window.window_id,
+        "sequence": window.sequence,
+        "frame_embeddings": outputs.frame_embeddings[0],
+        "clip_embedding": outputs.clip_embeddings[0],
+    }
+
+
+def score_window(
+    model: LoadedModel,
+    window: Window,
+    outputs: WindowOutputs,
+    normaliser: ScoreNormaliser,
+    *,
+    with_embedding: bool = False,
+) -> dict[str, Any]:
+    """The result of one window (``outputs`` of a batch of one); updates the camera's running statistics."""
+    raw = float(outputs.raw_scores[0])
+    camera: CameraScore = normaliser.observe(window.camera_id, model.version, raw)
+    result: dict[str, Any] = {
+        "schema": RESULT_SCHEMA,
+        "model_name": model.name,
+        "model_version": model.version,
+        "camera_id": window.camera_id,
+        "window_id": window.window_id,
+        "sequence": window.sequence,
+        "segment": window.segment,
+        "pts_start_s": float(window.pts_s[0]),
+        "pts_end_s": float(window.pts_s[-1]),
+        "capture_time_s": float(window.capture_time_s[0]),
+        "score": camera.z,
+        "raw_score": raw,
+        "pixel_error": None if outputs.pixel_errors is None else float(outputs.pixel_errors[0]),
+        "camera_windows": camera.count,
+        "camera_mean": camera.mean,
+        "camera_std": camera.std,
+        "scored_at": time.time(),
+    }
+    if with_embedding:
+        result["embedding"] = outputs.clip_embeddings[0]
+    return result
