@@ -6,7 +6,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-VENV=$(bash scripts/bootstrap.sh ingest,serving,dev | tail -n 1)
+VENV=$(bash scripts/bootstrap.sh ingest,trainer,serving,dev | tail -n 1)
 export PATH="$VENV/bin:$PATH"
 
 echo "== fetching the Kafka broker (cached) and installing the RTSP test camera"

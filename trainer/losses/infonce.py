@@ -1,0 +1,50 @@
+"""InfoNCE for future prediction, as in CPC (van den Oord et al., 2018) and DPC (Han et al., ICCVW 2019).
+
+Each predicted embedding must pick out its own target among every target in the batch: the other time steps of
+the same window and every step of the other windows are its negatives. With negatives a constant embedding scores
+chance, so the objective cannot collapse.
+
+Example::
+
+    loss_fn = InfoNCELoss(temperature=0.1)
+    loss, top1 = loss_fn(predicted, target)  # both [N, M, D], L2-normalised
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor, nn
+
+
+def info_nce(predicted: Tensor, target: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """Cross-entropy of each prediction against all ``N·M`` targets, and the top-1 accuracy.
+
+    Args:
+        predicted: ``[N, M, D]`` L2-normalised predictions.
+        target: ``[N, M, D]`` L2-normalised embeddings of the frames they predict.
+        temperature: softmax temperature τ; logits are cosine similarities / τ.
+
+    Returns:
+        (mean loss, top-1 accuracy among the ``N·M`` in-batch candidates; chance is ``1 / (N·M)``).
+    """
+    if predicted.shape != target.shape or predicted.ndim != 3:
+        raise ValueError(f"predicted and target must both be [N, M, D], got {predicted.shape} and {target.shape}")
+    queries = predicted.reshape(-1, predicted.shape[-1])
+    keys = target.reshape(-1, target.shape[-1])
+    logits = queries @ keys.T / temperature
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    loss = F.cross_entropy(logits.float(), labels)
+    top1 = (logits.argmax(dim=1) == labels).float().mean()
+    return loss, top1
+
+
+class InfoNCELoss(nn.Module):
+    """Module form of :func:`info_nce`."""
+
+    def __init__(self, temperature: float = 0.1) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, predicted: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        return info_nce(predicted, target, self.temperature)
