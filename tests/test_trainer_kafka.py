@@ -240,3 +240,14 @@ def test_two_ddp_processes_share_the_consumer_group_train_and_checkpoint(kafka_b
     group_offsets = committed(kafka_bootstrap, topic, group, 4)
     assert {p for p, o in group_offsets.items() if o} == {p for p, o in offsets.items() if o}
     assert all(group_offsets[p] == o for p, o in offsets.items())
+
+    # One process resumes what two wrote: it takes every partition's offset and the windows both had planned.
+    data = {**CONFIG["data"], "group_id": group}
+    settings = small_settings(tmp_path, f"kafka://{kafka_bootstrap}", topic, max_steps=12, **{**CONFIG, "data": data})
+    with open_bus(f"kafka://{kafka_bootstrap}") as bus:
+        result = Trainer(settings, bus, CollectorRegistry()).run()
+    assert result.resumed_from is not None
+    assert result.step == 12
+    resumed = read_checkpoint(checkpoint_files(tmp_path / "checkpoints")[0].path)
+    assert len(resumed["ranks"]) == 1
+    assert all(consumed_offsets(resumed)[p] >= o for p, o in offsets.items())

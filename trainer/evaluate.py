@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from ingest.contract import WindowDecodeError, decode_window
@@ -127,10 +128,9 @@ def evaluate_model(
 
 
 def _block_mean(frames: npt.NDArray[np.uint8], height: int, width: int) -> Tensor:
-    """uint8 ``[N, H, W, C]`` → float ``[N, C, h, w]`` block means in [0, 1] (as the pixel head's targets)."""
-    n, big_h, big_w, c = frames.shape
-    blocks = frames.astype(np.float32).reshape(n, height, big_h // height, width, big_w // width, c) / 255.0
-    return torch.from_numpy(blocks.mean(axis=(2, 4))).permute(0, 3, 1, 2)
+    """uint8 ``[N, H, W, C]`` → float ``[N, C, h, w]`` block means in [0, 1], as the pixel head's targets."""
+    unit = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+    return F.avg_pool2d(unit, (frames.shape[1] // height, frames.shape[2] // width))
 
 
 class OnnxModel:

@@ -44,12 +44,12 @@ from trainer.checkpoint import load_latest, save_checkpoint
 from trainer.collapse import collapse_stats
 from trainer.config import ModelConfig, TrainerSettings, config_hash
 from trainer.data.augment import ClipAugment, evaluation_frames
-from trainer.data.batches import Batch, BatchAssembler, BatchPlan, BatchPlanner, Journal
+from trainer.data.batches import Batch, BatchAssembler, BatchPlan, BatchPlanner, Journal, record_from_state
 from trainer.data.dead_letters import DeadLetters
 from trainer.data.decode_pool import DecodePool
 from trainer.data.heldout import HeldOutSet
 from trainer.data.replay import ReplayBuffer
-from trainer.data.window_source import WindowSource
+from trainer.data.window_source import WindowSource, check_record
 from trainer.distributed import Distributed
 from trainer.evaluate import EvalLog, evaluate_model, prepare_windows
 from trainer.export_onnx import ParityError, build_metadata, export_onnx, parity, publish, quantise_frame_encoder
@@ -254,21 +254,21 @@ class _Run:
             "checkpoint from %d process(es), now %d: redistributing its data state", len(ranks), dist.world_size
         )
         consumed: dict[TopicPartition, int] = {}
+        for state in ranks:
+            for topic, partition, offset in state["planner"]["consumed"]:
+                key = TopicPartition(topic, int(partition))
+                consumed[key] = max(int(offset), consumed.get(key, 0))
         for old_rank, state in enumerate(ranks):
-            planner = BatchPlanner(
-                None, ReplayBuffer(1, 1), None, None, self.model_config, self.settings.data, self.metrics, seed=0
-            )
-            planner.load_state_dict(state["planner"])
-            for partition, offset in planner.consumed.items():
-                consumed[partition] = max(offset, consumed.get(partition, 0))
+            if old_rank == dist.rank:  # replay, held-out set and random state of the same rank number
+                self.planner.load_state_dict(state["planner"])
+                self.replay.load_state_dict(state["replay"])
+                self.heldout.load_state_dict(state["heldout"])
+        self.planner.carry = []
+        for old_rank, state in enumerate(ranks):  # windows taken but not trained: old rank r goes to r % world
             if old_rank % dist.world_size == dist.rank:
-                self.planner.carry.extend(planner.carry)
+                carry = [record_from_state(record) for record in state["planner"]["carry"]]
+                self.planner.carry.extend(check_record(record, self.model_config.window) for record in carry)
                 self.pending_plans.extend(BatchPlan.from_state(plan) for plan in state["pending"])
-                if old_rank == dist.rank:
-                    self.replay.load_state_dict(state["replay"])
-                    self.heldout.load_state_dict(state["heldout"])
-                    self.planner.rng.bit_generator.state = planner.rng.bit_generator.state
-                    self.planner.next_step = planner.next_step
         self.planner.consumed = consumed
 
     def _rank_state(self) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 Three sources: a topic read whole at start (``eval.topic``), a windows file (``eval.file``), or, by default, the
 stream itself: 1 in ``holdout_every`` windows, chosen by a hash of the window id (so the choice survives restarts
-and is the same on every rank), is set aside. The set is bounded and saved in checkpoints. Under DDP each rank holds out windows of its own
-partitions and rank 0 evaluates on its own; a topic or file gives every rank the same set.
+and is the same on every rank), is set aside. The set is bounded and saved in checkpoints. Under DDP each rank
+holds out windows of its own partitions and rank 0 evaluates on its own; a topic or file gives every rank the same
+set.
 """
 
 from __future__ import annotations
