@@ -64,16 +64,16 @@ def sample(service: IngestService, name: str, camera: str = "cam", **labels: str
     return 0.0 if value is None else value
 
 
-def test_a_slow_bus_drops_the_oldest_windows_and_memory_stays_bounded(tmp_path: Path) -> None:
+def test_a_slow_bus_drops_the_oldest_windows_of_a_live_camera_and_memory_stays_bounded(tmp_path: Path) -> None:
+    # A file paced in real time behaves like a live camera: 10 one-frame windows a second against a bus that
+    # takes 0.25 s per message.
     clip = video_files.constant_rate(tmp_path / "c.mp4", seconds=2.0)
     bus = SlowBus(f"slow-{uuid.uuid4().hex}")
     capacity = 3
-    settings = IngestSettings(
-        topic="slow",
-        partitions=1,
-        drain_timeout_s=5,
-        cameras=[CameraConfig(camera_id="cam", url=str(clip), loop=True, window=4, stride=4, queue_windows=capacity)],
+    camera = CameraConfig(
+        camera_id="cam", url=str(clip), loop=True, realtime=True, window=1, stride=1, queue_windows=capacity
     )
+    settings = IngestSettings(topic="slow", partitions=1, drain_timeout_s=5, cameras=[camera])
     service = IngestService(settings, bus, CollectorRegistry())
     service.start()
     depths, drops = [], []
@@ -92,6 +92,22 @@ def test_a_slow_bus_drops_the_oldest_windows_and_memory_stays_bounded(tmp_path: 
     with bus.consumer(["slow"], group_id=None) as consumer:
         sequences = [decode_header(record.value).sequence for record in consumer.poll(1.0)]
     assert max(sequences) - min(sequences) > published, "oldest windows were not the ones dropped"
+
+
+def test_a_file_read_at_full_speed_waits_for_a_slow_bus_and_loses_nothing(tmp_path: Path) -> None:
+    clip = video_files.constant_rate(tmp_path / "c.mp4", seconds=2.0)
+    bus = SlowBus(f"slow-{uuid.uuid4().hex}")
+    camera = CameraConfig(camera_id="cam", url=str(clip), window=2, stride=2, queue_windows=2)
+    service = IngestService(IngestSettings(topic="slow", partitions=1, cameras=[camera]), bus, CollectorRegistry())
+    service.start()
+    depths = []
+    while not service.workers[0].finished.is_set():
+        depths.append(sample(service, "streamssl_ingest_queue_depth"))
+        time.sleep(0.05)
+    assert service.shutdown() == 0
+    assert max(depths) <= 2
+    assert sample(service, "streamssl_ingest_windows_dropped_total", reason="backpressure") == 0
+    assert sample(service, "streamssl_ingest_windows_published_total") == 10
 
 
 def test_one_broken_camera_does_not_hold_up_another(embedded_bus: EmbeddedBus, tmp_path: Path) -> None:

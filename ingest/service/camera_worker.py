@@ -59,6 +59,8 @@ class CameraWorker(threading.Thread):
         )
         self._gate = MotionGate(config.motion_threshold)
         self._backoff = Backoff(config.reconnect_initial_s, config.reconnect_max_s)
+        # A file read as fast as possible waits for its publisher; a live camera (or a file paced like one) cannot.
+        self._wait_for_publisher = not config.source_spec().is_live and not config.realtime
         # Series touched for every decoded frame, resolved once: labels() takes a lock and a dict lookup.
         self._frames_decoded = metrics.frames_decoded.labels(config.camera_id)
         self._sampling_drops = metrics.frames_dropped.labels(config.camera_id, "sampling")
@@ -157,6 +159,11 @@ class CameraWorker(threading.Thread):
             return
         if not self._gate.passes(window):
             self.metrics.windows_dropped.labels(self._camera, "static").inc()
+            return
+        if self._wait_for_publisher:
+            if not self.queue.put_waiting(window, self.stop_event):
+                self.metrics.windows_dropped.labels(self._camera, "backpressure").inc()  # stopped while waiting
+            self.metrics.queue_depth.labels(self._camera).set(len(self.queue))
             return
         dropped = self.queue.put(window)
         self.metrics.queue_depth.labels(self._camera).set(len(self.queue))
