@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from ingest.bus import Bus, MessageTooLargeError, TopicPartition, UnknownTopicError, open_bus
+from ingest.bus import Bus, BusError, MessageTooLargeError, TopicPartition, UnknownTopicError, open_bus
 from ingest.bus.embedded import EmbeddedBus
 from ingest.contract import FrameCodec, Window, WindowTooLargeError
 from ingest.contract.messages import window_from_record, window_message
@@ -178,3 +178,20 @@ def test_oversize_window_is_refused_and_nothing_is_sent(bus: Bus) -> None:
     with bus.consumer([topic], group_id=None, start="earliest") as consumer:
         leftovers = [record for _ in range(3) for record in consumer.poll(0.5)]
     assert leftovers == []
+
+
+def test_seek_moves_the_position_of_an_assigned_partition_only(bus: Bus) -> None:
+    topic = fresh_topic(bus, 1)
+    publish(bus, topic, [make_window("cam-1", sequence) for sequence in range(6)])
+    partition = TopicPartition(topic, 0)
+    with bus.consumer([topic], group_id=f"group-{uuid.uuid4().hex[:8]}", start="earliest") as consumer:
+        first: list[int] = []
+        while len(first) < 6:
+            first += [record.offset for record in consumer.poll(1.0)]
+        consumer.seek(partition, 2)
+        again: list[int] = []
+        while len(again) < 4:
+            again += [record.offset for record in consumer.poll(1.0)]
+        assert again == [2, 3, 4, 5]
+        with pytest.raises(BusError):
+            consumer.seek(TopicPartition(topic, 7), 0)

@@ -65,11 +65,12 @@ def test_ingest_single_camera_needs_both_source_and_id() -> None:
     assert "--source and --camera-id" in result.stderr
 
 
-@pytest.mark.parametrize("module", ["trainer", "serving"])
-def test_services_not_built_yet_say_so_and_exit_2(module: str) -> None:
+@pytest.mark.parametrize(("module", "missing"), [("trainer", "checkpoint_dir"), ("serving", "registry")])
+def test_services_name_missing_required_settings_and_exit_2(module: str, missing: str) -> None:
     result = run(sys.executable, "-m", module, "--bus", "embedded://")
     assert result.returncode == 2
-    assert "not built yet" in result.stderr
+    assert f"{missing}: Field required" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_a_bad_config_is_one_clear_line_and_exit_2(tmp_path: Path) -> None:

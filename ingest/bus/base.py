@@ -128,6 +128,14 @@ class BusConsumer(_ClosedOnExit):
         """The partitions currently assigned to this consumer."""
 
     @abc.abstractmethod
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Make ``offset`` the next record read from ``partition`` (e.g. to resume from a checkpoint's offsets).
+
+        Raises :class:`BusError` if ``partition`` is not assigned to this consumer now. A rebalance resets positions
+        to the group's committed offsets, as it always does.
+        """
+
+    @abc.abstractmethod
     def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         """The offset the next produced record of each partition will get (for lag)."""
 

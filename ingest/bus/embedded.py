@@ -106,6 +106,14 @@ class EmbeddedBroker:
             self._changed.notify_all()
             return Delivered(topic, index, record.offset)
 
+    def seek(self, consumer: EmbeddedConsumer, partition: TopicPartition, offset: int) -> None:
+        with self._changed:
+            if partition not in consumer.assigned:
+                raise BusError(f"cannot seek {partition}: not assigned to this consumer")
+            if not 0 <= offset <= len(self._topics[partition.topic][partition.partition]):
+                raise ValueError(f"offset {offset} is outside {partition}")
+            consumer.assigned[partition] = offset
+
     def end_offset(self, partition: TopicPartition) -> int:
         with self._changed:
             return len(self._topics[partition.topic][partition.partition])
@@ -243,6 +251,9 @@ class EmbeddedConsumer(BusConsumer):
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.assigned)
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self._broker.seek(self, partition, offset)
 
     def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         return {partition: self._broker.end_offset(partition) for partition in partitions}

@@ -449,6 +449,13 @@ class KafkaBusConsumer(BusConsumer):
     def assignment(self) -> set[TopicPartition]:
         return {TopicPartition(partition.topic, partition.partition) for partition in self._consumer.assignment()}
 
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        if partition not in self.assignment():
+            raise BusError(f"cannot seek {partition}: not assigned to this consumer")
+        self._consumer.seek(KafkaTopicPartition(partition.topic, partition.partition), offset)
+
     def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         if not partitions:
             return {}

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from ingest.bus import Bus, BusConsumer, BusUnavailableError, Record, TopicPartition
+from ingest.bus import Bus, BusConsumer, BusError, BusUnavailableError, Record, TopicPartition
 from ingest.contract import WindowDecodeError, WindowHeader, decode_header
 from ingest.contract.messages import HEADER_SCHEMA_VERSION
 from ingest.contract.wire import SCHEMA_VERSION
@@ -68,28 +68,12 @@ def check_record(record: Record, min_frames: int) -> SourceItem:
 
 
 def seek_partition(consumer: BusConsumer, partition: TopicPartition, offset: int) -> bool:
-    """Move ``consumer``'s position on ``partition``; False where the bus cannot.
-
-    The bus interface has no ``seek`` yet; until it does, this reaches into the two implementations.
-    """
-    seek = getattr(consumer, "seek", None)
-    if callable(seek):
-        seek(partition, offset)
-        return True
-    kind = type(consumer).__name__
-    if kind == "EmbeddedConsumer":
-        broker = consumer._broker  # type: ignore[attr-defined]
-        with broker._changed:
-            if partition not in consumer.assigned:  # type: ignore[attr-defined]
-                return False
-            consumer.assigned[partition] = offset  # type: ignore[attr-defined]
-        return True
-    if kind == "KafkaBusConsumer":
-        from kafka import TopicPartition as KafkaTopicPartition
-
-        consumer._consumer.seek(KafkaTopicPartition(partition.topic, partition.partition), offset)  # type: ignore[attr-defined]
-        return True
-    return False
+    """Move ``consumer``'s position on ``partition``; False if the partition is not (or no longer) assigned."""
+    try:
+        consumer.seek(partition, offset)
+    except BusError:
+        return False
+    return True
 
 
 class WindowSource:
