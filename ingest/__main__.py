@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from collections.abc import Sequence
-from types import FrameType
 from typing import Any
 
 from ingest.bus import open_bus
-from ingest.cli.common import add_common_arguments, common_overrides, run_command, start_logging
+from ingest.cli.common import add_common_arguments, common_overrides, on_stop_signals, run_command, start_logging
 from ingest.cli.settings import ConfigError, load_settings, read_config_file
 from ingest.cli.telemetry_server import TelemetryServer
 from ingest.contract import FrameCodec
@@ -96,12 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open_bus(settings.bus, settings.kafka) as bus:
             service = IngestService(settings, bus)
 
-            def stop(signum: int, _frame: FrameType | None) -> None:
-                log.info("received %s: finishing queued windows and flushing", signal.Signals(signum).name)
-                service.request_stop()
-
-            signal.signal(signal.SIGTERM, stop)
-            signal.signal(signal.SIGINT, stop)
+            on_stop_signals(service.request_stop, "finishing queued windows and flushing")
             telemetry = None
             if settings.metrics_port:
                 telemetry = TelemetryServer(settings.metrics_port, service.metrics.registry, service.ready).start()

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from ingest.cli.common import add_common_arguments, common_overrides, run_command, start_logging
+from ingest.cli.common import add_common_arguments, common_overrides, on_stop_signals, run_command, start_logging
 from ingest.cli.settings import load_settings
 
 log = logging.getLogger("serving")
@@ -95,12 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         start_logging(settings)
         stop = threading.Event()
 
-        def request_stop(signum: int, _frame: FrameType | None) -> None:
-            log.info("received %s: finishing in-flight work", signal.Signals(signum).name)
-            stop.set()
-
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+        on_stop_signals(stop.set, "finishing in-flight work")
         node = ServingNode(settings)
         try:
             node.start()

@@ -13,15 +13,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from ingest.bus import open_bus
-from ingest.cli.common import add_common_arguments, common_overrides, run_command, start_logging
+from ingest.cli.common import add_common_arguments, common_overrides, on_stop_signals, run_command, start_logging
 from ingest.cli.settings import load_settings
 
 log = logging.getLogger("trainer")
@@ -96,12 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open_bus(settings.bus, settings.kafka) as bus:
             trainer = Trainer(settings, bus)
 
-            def stop(signum: int, _frame: FrameType | None) -> None:
-                log.info("received %s: finishing the step, checkpointing and committing", signal.Signals(signum).name)
-                trainer.request_stop()
-
-            signal.signal(signal.SIGTERM, stop)
-            signal.signal(signal.SIGINT, stop)
+            on_stop_signals(trainer.request_stop, "finishing the step, checkpointing and committing")
             telemetry = None
             if settings.metrics_port:
                 # One port per process under torchrun: the base port plus the local rank.

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from ingest.bus import BusError
@@ -49,6 +51,17 @@ def common_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def start_logging(settings: CommonSettings) -> None:
     configure_logging(settings.log_format, settings.log_level)
+
+
+def on_stop_signals(request_stop: Callable[[], None], finishing: str) -> None:
+    """Route SIGTERM (Kubernetes stopping a pod) and SIGINT (Ctrl-C) to ``request_stop``, logging what happens next."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: %s", signal.Signals(signum).name, finishing)
+        request_stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def run_command(program: str, action: Callable[[], int]) -> int:
