@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import re
 import struct
 import uuid
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from ingest.durable_files import fsync_directory, write_durably
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +69,6 @@ def checkpoint_files(directory: Path) -> list[CheckpointFile]:
         if (match := _NAME.fullmatch(path.name)) and path.is_file()
     ]
     return sorted(found, key=lambda f: f.step, reverse=True)
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 _BYTES = "__bytes__"
@@ -121,12 +114,9 @@ def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep_la
     final = checkpoint_path(directory, step)
     temporary = directory / f".{final.name}.tmp-{uuid.uuid4().hex}"
     try:
-        with temporary.open("wb") as stream:
-            stream.write(blob)
-            stream.flush()
-            os.fsync(stream.fileno())
+        write_durably(temporary, blob)
         temporary.replace(final)
-        _fsync_directory(directory)
+        fsync_directory(directory)
     finally:
         temporary.unlink(missing_ok=True)
     for old in checkpoint_files(directory)[keep_last:]:

@@ -37,6 +37,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ingest.durable_files import fsync_directory, write_durably
+
 SCHEMA = "streamssl.model/1"
 DEFAULT_MODEL_NAME = "streamssl-encoder"
 PRODUCTION_POINTER = "production"
@@ -110,21 +112,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    with path.open("wb") as stream:
-        stream.write(data)
-        stream.flush()
-        os.fsync(stream.fileno())
-
-
 def versions(registry: Path, model: str) -> list[str]:
     """Published versions of ``model``, oldest first."""
     model_dir = registry / model
@@ -151,18 +138,18 @@ def publish_version(registry: Path, metadata: ModelMetadata, files: dict[str, Pa
         existing = versions(registry, metadata.model)
         version = str(int(existing[-1]) + 1) if existing else "1"
         final = metadata.model_copy(update={"version": version})
-        _write_durably(staging / METADATA_FILE, final.model_dump_json(by_alias=True, indent=2).encode())
+        write_durably(staging / METADATA_FILE, final.model_dump_json(by_alias=True, indent=2).encode())
         sums = "".join(f"{sha256_file(staging / name)}  {name}\n" for name in sorted([*files, METADATA_FILE]))
-        _write_durably(staging / CHECKSUM_FILE, sums.encode())
+        write_durably(staging / CHECKSUM_FILE, sums.encode())
         for name in files:
             with (staging / name).open("rb") as stream:
                 os.fsync(stream.fileno())
-        _fsync_directory(staging)
+        fsync_directory(staging)
         try:
             staging.rename(model_dir / version)
         except OSError as error:  # another publisher took this version number first
             raise RegistryError(f"version {version} of {metadata.model} appeared while publishing: {error}") from error
-        _fsync_directory(model_dir)
+        fsync_directory(model_dir)
         return version
     finally:
         if staging.exists():
@@ -174,9 +161,9 @@ def set_production(registry: Path, model: str, version: str) -> None:
     verify_version(registry / model / version)
     model_dir = registry / model
     temporary = model_dir / f".{PRODUCTION_POINTER}-{uuid.uuid4().hex}"
-    _write_durably(temporary, f"{version}\n".encode())
+    write_durably(temporary, f"{version}\n".encode())
     temporary.replace(model_dir / PRODUCTION_POINTER)
-    _fsync_directory(model_dir)
+    fsync_directory(model_dir)
 
 
 def production_version(registry: Path, model: str) -> str | None:
