@@ -1,13 +1,15 @@
 """Serving throughput and latency against a bare ``InferenceSession.run`` loop, in the same run.
 
-    python bench/serving_bench.py [--seconds 9] [--rounds 3] [--concurrency 1,8,32] [--widths 64,128,256,512]
+    python bench/serving_bench.py [--seconds 9] [--rounds 3] [--concurrency 1,8,32] [--payload json,binary]
+        [--server-threads 1 --instances 2] [--widths 64,128,256,512]
 
 The model is a stand-in of ResNet-18's cost at 128×128 (tests/onnx_models.py: a 4-stage conv net, two 3×3
 convolutions per stage, widths 64-128-256-512 by default: ~12 ms per image on one core, as ResNet-18 is on our
 machines; ``--widths 48,96,192,384`` gives a ~7 ms one), FP32 and static INT8 (QOperator, random calibration).
 
 * Server: ``streamssl-serve`` in its own process; the load generator in another (asyncio, raw keep-alive HTTP/1.1,
-  pre-encoded OIP JSON bodies of one 128×128×3 UINT8 image each, as ``json.dumps`` writes them), C connections
+  pre-encoded OIP bodies of one 128×128×3 UINT8 image each: ``json`` as ``json.dumps`` writes the data array,
+  ``binary`` in the binary tensor data extension, embeddings back as binary too), C connections
   sending back to back. Throughput, p50/p99 latency, the mean batch size the server formed (from its
   ``streamssl_serving_batch_size`` histogram) and the server process's CPU time per image.
 * Bare: ``InferenceSession.run`` in a loop in this process at that batch size, with onnxruntime's default threads
@@ -75,7 +77,7 @@ async def _client(host: str, port: int, requests: list[bytes], until: float, war
         index += 1
         head = await reader.readuntil(b"\r\n\r\n")
         status = head[9:12]
-        length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
+        length = int(re.search(rb"(?im)^content-length: *(\d+)", head)[1])  # type: ignore[index]
         await reader.readexactly(length)
         if status != b"200":
             raise RuntimeError(f"server answered {status.decode()}: {head.decode(errors='replace')}")
@@ -85,25 +87,28 @@ async def _client(host: str, port: int, requests: list[bytes], until: float, war
     return latencies
 
 
-async def _load(url: str, concurrency: int, seconds: float, warmup: float) -> dict[str, Any]:
+def request_body(image: np.ndarray, payload: str) -> tuple[bytes, str]:
+    """One OIP infer request for one image: JSON ``data``, or the binary tensor data extension; body and headers."""
+    tensor: dict[str, Any] = {"name": "frames", "shape": [1, *image.shape], "datatype": "UINT8"}
+    if payload == "json":
+        tensor["data"] = image.ravel().tolist()
+        return json.dumps({"inputs": [tensor]}).encode(), "Content-Type: application/json\r\n"
+    tensor["parameters"] = {"binary_data_size": image.nbytes}
+    header = json.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}}).encode()
+    extra = f"Content-Type: application/octet-stream\r\nInference-Header-Content-Length: {len(header)}\r\n"
+    return header + image.tobytes(), extra
+
+
+async def _load(url: str, concurrency: int, seconds: float, warmup: float, payload: str) -> dict[str, Any]:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     requests = []
     for image in images(16, seed=1):
-        body = json.dumps(
-            {
-                "inputs": [
-                    {"name": "frames", "shape": [1, SIZE, SIZE, 3], "datatype": "UINT8", "data": image.ravel().tolist()}
-                ]
-            }
-        ).encode()
-        head = (
-            f"POST {parts.path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        requests.append(head + body)
+        body, extra = request_body(image, payload)
+        head = f"POST {parts.path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: {len(body)}\r\n\r\n"
+        requests.append(head.encode() + body)
     start = time.perf_counter()
     warm_until, until = start + warmup, start + warmup + seconds
 
@@ -117,13 +122,15 @@ async def _load(url: str, concurrency: int, seconds: float, warmup: float) -> di
     return {"requests": len(latencies), "latencies": latencies}
 
 
-def load_worker(url: str, concurrency: int, seconds: float, warmup: float) -> None:
-    print(json.dumps(asyncio.run(_load(url, concurrency, seconds, warmup))))
+def load_worker(url: str, concurrency: int, seconds: float, warmup: float, payload: str) -> None:
+    print(json.dumps(asyncio.run(_load(url, concurrency, seconds, warmup, payload))))
 
 
-def run_load(url: str, concurrency: int, seconds: float, warmup: float, cpu: Any = lambda: 0.0) -> dict[str, Any]:
+def run_load(
+    url: str, concurrency: int, seconds: float, warmup: float, payload: str, cpu: Any = lambda: 0.0
+) -> dict[str, Any]:
     """Run the load generator process; ``cpu()`` (the server's CPU seconds) is read at the measured window's ends."""
-    command = [sys.executable, __file__, "--load-worker", url, "--concurrency", str(concurrency)]
+    command = [sys.executable, __file__, "--load-worker", url, "--concurrency", str(concurrency), "--payload", payload]
     command += ["--seconds", str(seconds), "--warmup", str(warmup)]
     worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert worker.stdout is not None
@@ -161,7 +168,7 @@ def start_server(registry: Path, args: argparse.Namespace) -> tuple[subprocess.P
     command = [sys.executable, "-m", "serving", "--registry", str(registry), "--host", "127.0.0.1"]
     command += ["--port", str(port), "--max-batch-size", str(args.max_batch_size)]
     command += ["--max-queue-delay-ms", str(args.max_queue_delay_ms), "--log-level", "WARNING"]
-    command += ["--threads", str(args.server_threads)]
+    command += ["--threads", str(args.server_threads), "--instances", str(args.instances)]
     server = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -209,12 +216,12 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def measure_level(
-    base: str, pid: int, fp32: Any, fp32_single: Any, concurrency: int, args: argparse.Namespace
+    base: str, pid: int, fp32: Any, fp32_single: Any, concurrency: int, payload: str, args: argparse.Namespace
 ) -> dict[str, Any]:
     """One concurrency level: calibrate the batch size, then alternate server and bare slices (same machine load)."""
     url = f"{base}/v2/models/{DEFAULT_MODEL_NAME}/infer"
     before = batch_totals(base)
-    run_load(url, concurrency, 2.0, args.warmup)
+    run_load(url, concurrency, 2.0, args.warmup, payload)
     after = batch_totals(base)
     slice_s = args.seconds / args.rounds
     served, server_cpu = 0, 0.0
@@ -227,7 +234,7 @@ def measure_level(
     batch_sum = batch_count = 0.0
     for _ in range(args.rounds):
         before = batch_totals(base)
-        result = run_load(url, concurrency, slice_s, args.warmup, lambda: process_cpu_s(pid))
+        result = run_load(url, concurrency, slice_s, args.warmup, payload, lambda: process_cpu_s(pid))
         after = batch_totals(base)
         server_cpu += result["cpu_s"]
         batch_sum += after[0] - before[0]
@@ -238,6 +245,7 @@ def measure_level(
         bare_single.append(bare_throughput(fp32_single, batch, slice_s, single_cpu))
     latencies.sort()
     return {
+        "payload": payload,
         "concurrency": concurrency,
         "throughput": served / args.seconds,
         "p50_ms": 1000 * latencies[len(latencies) // 2],
@@ -257,14 +265,18 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="server/bare alternations per level")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument(
+        "--payload", default="json,binary", help="request formats: json (OIP data arrays), binary (binary extension)"
+    )
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-queue-delay-ms", type=float, default=2.0)
     parser.add_argument("--server-threads", type=int, default=0, help="the server's --threads (0: all cores)")
+    parser.add_argument("--instances", type=int, default=1, help="the server's --instances")
     parser.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="conv widths of the 4 stages")
     parser.add_argument("--load-worker", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load_worker:
-        load_worker(args.load_worker, int(args.concurrency), args.seconds, args.warmup)
+        load_worker(args.load_worker, int(args.concurrency), args.seconds, args.warmup, args.payload)
         return 0
 
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -284,9 +296,10 @@ def main() -> int:
         server, base = start_server(registry, args)
         rows = []
         try:
-            for concurrency in levels:
-                rows.append(measure_level(base, server.pid, fp32, fp32_single, concurrency, args))
-                print(rows[-1], file=sys.stderr)
+            for payload in args.payload.split(","):
+                for concurrency in levels:
+                    rows.append(measure_level(base, server.pid, fp32, fp32_single, concurrency, payload, args))
+                    print(rows[-1], file=sys.stderr)
         finally:
             server.send_signal(signal.SIGTERM)
             code = server.wait(60)
@@ -307,22 +320,23 @@ def main() -> int:
         centred = cosines(e32 - e32.mean(0), e8 - e8.mean(0))
         between = cosines(e32[:-1], e32[1:])
 
-    print(f"\nServing bench: OIP JSON infer, one {SIZE}×{SIZE}×3 UINT8 image per request; conv widths {args.widths},")
+    print(f"\nServing bench: OIP infer, one {SIZE}×{SIZE}×3 UINT8 image per request; conv widths {args.widths},")
     print(
-        f"{1000 / single:.1f} ms per image on one core; {os.cpu_count()} CPUs; server --threads {args.server_threads}, "
-        f"max batch "
+        f"{1000 / single:.1f} ms per image on one core; {os.cpu_count()} CPUs; server --threads {args.server_threads} "
+        f"--instances {args.instances}, max batch "
         f"{args.max_batch_size}, queue delay {args.max_queue_delay_ms} ms; load average at the end "
         f"{os.getloadavg()[0]:.2f}\n"
     )
     print(
-        "| concurrency | server img/s | p50 ms | p99 ms | mean batch | bare img/s, default threads | "
+        "| payload | concurrency | server img/s | p50 ms | p99 ms | mean batch | bare img/s, default threads | "
         "bare img/s, 1 thread | server / best bare | CPU ms/img server / bare | CPU efficiency |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         best = max(row["bare"], row["bare_single"])
         print(
-            f"| {row['concurrency']} | {row['throughput']:.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
+            f"| {row['payload']} | {row['concurrency']} | {row['throughput']:.0f} | {row['p50_ms']:.1f} | "
+            f"{row['p99_ms']:.1f} | "
             f"{row['mean_batch']:.1f} | {row['bare']:.0f} (batch {row['batch']}) | {row['bare_single']:.0f} | "
             f"{row['throughput'] / best:.2f}× | {row['server_cpu_ms']:.1f} / {row['bare_cpu_ms']:.1f} | "
             f"{row['bare_cpu_ms'] / row['server_cpu_ms']:.2f}× |"

@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     batching.add_argument("--max-batch-size", type=int, metavar="N", help="images per batch (default 32)")
     batching.add_argument("--max-queue-delay-ms", type=float, metavar="MS", help="wait to fill a batch (default 2)")
     batching.add_argument("--max-queue", type=int, metavar="N", help="queued requests before 503 (default 256)")
+    batching.add_argument(
+        "--instances",
+        type=int,
+        metavar="N",
+        help="batches run at once (default 1); on a small CPU box, N = cores with --threads 1 serves the most",
+    )
     stream = parser.add_argument_group("stream mode")
     stream.add_argument("--stream-topic", metavar="IN", help="consume windows from this topic")
     stream.add_argument("--output-topic", metavar="OUT", help="publish results here (default streamssl.scores)")
@@ -71,6 +77,7 @@ _FLAGS = {
     "max_batch_size": "max_batch_size",
     "max_queue_delay_ms": "max_queue_delay_ms",
     "max_queue": "max_queue",
+    "instances": "instances",
     "stream_topic": "stream_topic",
     "output_topic": "output_topic",
     "group_id": "group_id",

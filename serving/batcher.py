@@ -56,13 +56,24 @@ class _Task:
 
 
 class Batcher:
-    """One worker thread running batches; ``submit_*`` may be called from any thread."""
+    """Worker threads running batches, each a batch at a time; ``submit_*`` may be called from any thread.
+
+    Several workers are model instances in Triton's sense: with single-threaded sessions, N workers keep N cores
+    busy with whole batches, and a core borrowed by the HTTP thread delays one batch instead of stalling every
+    intra-op thread at the next barrier.
+    """
 
     def __init__(
-        self, *, max_batch_size: int, max_queue_delay_s: float, max_queue: int, metrics: ServingMetrics
+        self,
+        *,
+        max_batch_size: int,
+        max_queue_delay_s: float,
+        max_queue: int,
+        metrics: ServingMetrics,
+        workers: int = 1,
     ) -> None:
-        if max_batch_size < 1 or max_queue < 1 or max_queue_delay_s < 0:
-            raise ValueError("max_batch_size and max_queue must be positive, max_queue_delay_s not negative")
+        if max_batch_size < 1 or max_queue < 1 or max_queue_delay_s < 0 or workers < 1:
+            raise ValueError("max_batch_size, max_queue and workers must be positive, max_queue_delay_s not negative")
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
         self.max_queue = max_queue
@@ -71,18 +82,23 @@ class Batcher:
         self._arriving = 0
         self._changed = threading.Condition()
         self._stopping = False
-        self._worker = threading.Thread(target=self._run, name="batcher", daemon=True)
+        self._workers = [
+            threading.Thread(target=self._run, name=f"batcher-{index}", daemon=True) for index in range(workers)
+        ]
 
     def start(self) -> None:
-        self._worker.start()
+        for worker in self._workers:
+            worker.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Run what is queued, then stop the worker (new submissions are refused meanwhile)."""
         with self._changed:
             self._stopping = True
             self._changed.notify_all()
-        if self._worker.is_alive():
-            self._worker.join(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        for worker in self._workers:
+            if worker.is_alive():
+                worker.join(max(0.0, deadline - time.monotonic()))
 
     def __len__(self) -> int:
         with self._changed:

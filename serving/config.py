@@ -47,6 +47,7 @@ class ServingSettings(CommonSettings):
     max_batch_size: int = Field(32, ge=1, le=4096, description="images (or windows) per inference batch")
     max_queue_delay_ms: float = Field(2.0, ge=0, le=10_000, description="longest wait for a batch to fill")
     max_queue: int = Field(256, ge=1, le=1_000_000, description="queued requests before 503 + Retry-After")
+    instances: int = Field(1, ge=1, le=256, description="batches run at once, each on its own worker thread")
 
     stream_topic: str | None = Field(None, description="consume windows from this topic (stream mode)")
     output_topic: str = Field(DEFAULT_RESULTS_TOPIC, description="publish stream-mode results here")

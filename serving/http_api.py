@@ -47,7 +47,15 @@ from serving.images import decode_image
 from serving.metrics import ServingMetrics
 from serving.model import LoadedModel, WindowOutputs
 from serving.model_slot import ModelSlot
-from serving.tensors import dumps, encode_tensor, parse_infer_request, tensor_metadata
+from serving.tensors import (
+    HEADER_LENGTH,
+    dumps,
+    encode_tensor,
+    header_length,
+    infer_response_body,
+    parse_infer_request,
+    tensor_metadata,
+)
 from serving.windows import decode_window_body, score_window, window_embedding, window_frames
 
 log = logging.getLogger(__name__)
@@ -205,7 +213,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     # --- probes and server metadata ---------------------------------------------------------------------------
     @app.get("/v2", response_model=protocol.ServerMetadata, tags=["server"])
     async def server_metadata() -> Response:
-        return _json({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []})
+        return _json({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": ["binary_tensor_data"]})
 
     @app.get("/v2/health/live", response_model=protocol.ServerLive, tags=["health"])
     async def live() -> Response:
@@ -288,18 +296,27 @@ def create_app(ctx: ApiContext) -> FastAPI:
         with ctx.slot.acquire(name, version) as model:
             output = model.frame_output
             with arriving():
-                parsed = parse_infer_request(await request.body(), model.frame_input, [output.name])
+                body = await request.body()
+                json_length = header_length(request.headers.get(HEADER_LENGTH), len(body))
+                parsed = parse_infer_request(body, model.frame_input, [output.name], json_length)
                 future = ctx.batcher.submit_frames(model, parsed.tensor)
             embeddings = await asyncio.wrap_future(future)
             outputs = [encode_tensor(output.name, embeddings)]
             if parsed.outputs is not None:  # the client named the outputs it wants
                 outputs = [tensor for tensor in outputs if tensor["name"] in parsed.outputs]
-            payload: dict[str, Any] = {"model_name": model.name, "model_version": model.version, "outputs": outputs}
+            payload: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
         if parsed.request_id is not None:
             payload["id"] = parsed.request_id
-        return _json(payload)
+        content, binary_json_length = infer_response_body(payload, outputs, parsed.binary_outputs)
+        if binary_json_length is None:
+            return Response(content, media_type="application/json")
+        return Response(
+            content,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(binary_json_length)},
+        )
 
-    infer_body = _body(protocol.InferRequest)
+    infer_body = _infer_body(protocol.InferRequest)
 
     @app.post(
         "/v2/models/{name}/infer",
@@ -401,9 +418,24 @@ def create_app(ctx: ApiContext) -> FastAPI:
     return app
 
 
-def _body(model: type[BaseModel]) -> dict[str, Any]:
+def _infer_body(model: type[BaseModel]) -> dict[str, Any]:
+    """JSON, or (binary tensor data extension) JSON followed by tensor bytes, its length in a header."""
     schema = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    header = {
+        "name": "Inference-Header-Content-Length",
+        "in": "header",
+        "required": False,
+        "description": "binary tensor data extension: length of the JSON part of the body; tensor bytes follow",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+    return {
+        "parameters": [header],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema}, "application/octet-stream": binary},
+        },
+    }
 
 
 def _binary_body(*media_types: str) -> dict[str, Any]:

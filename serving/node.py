@@ -55,6 +55,7 @@ class ServingNode:
             max_queue_delay_s=settings.max_queue_delay_ms / 1000,
             max_queue=settings.max_queue,
             metrics=self.metrics,
+            workers=settings.instances,
         )
         self.normaliser = ScoreNormaliser(settings.score_warmup, settings.score_memory, settings.max_cameras)
         self._own_bus = bus is None and settings.stream_topic is not None

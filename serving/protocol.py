@@ -55,18 +55,24 @@ class RequestInput(BaseModel):
     name: str
     shape: list[int]
     datatype: Datatype
-    parameters: dict[str, Any] | None = None
-    data: list[Any] = Field(description="tensor values, flat in row-major order (nested arrays are accepted)")
+    parameters: dict[str, Any] | None = Field(
+        None, description='{"binary_data_size": N}: the values are N bytes after the JSON (binary extension)'
+    )
+    data: list[Any] | None = Field(
+        None, description="tensor values, flat in row-major order (nested arrays are accepted); absent when binary"
+    )
 
 
 class RequestOutput(BaseModel):
     name: str
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = Field(None, description='{"binary_data": true}: send it as binary data')
 
 
 class InferRequest(BaseModel):
     id: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = Field(
+        None, description='{"binary_data_output": true}: send every output as binary data'
+    )
     inputs: list[RequestInput]
     outputs: list[RequestOutput] | None = None
 
@@ -75,7 +81,8 @@ class ResponseOutput(BaseModel):
     name: str
     shape: list[int]
     datatype: Datatype
-    data: list[float]
+    parameters: dict[str, Any] | None = Field(None, description='{"binary_data_size": N} for a binary output')
+    data: list[float] | None = Field(None, description="absent for a binary output")
 
 
 class InferResponse(BaseModel):

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+import orjson
 
 from ingest.bus import Bus
 from ingest.contract.model_registry import DEFAULT_MODEL_NAME
@@ -73,6 +74,25 @@ def infer_request(pixels: np.ndarray, **extra: Any) -> dict[str, Any]:
         ],
         **extra,
     }
+
+
+def binary_infer_request(pixels: np.ndarray, **extra: Any) -> tuple[bytes, dict[str, str]]:
+    """An OIP request in the binary tensor data extension: JSON header, then the pixels' bytes; body and headers."""
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "frames",
+                    "shape": list(pixels.shape),
+                    "datatype": "UINT8",
+                    "parameters": {"binary_data_size": pixels.nbytes},
+                }
+            ],
+            **extra,
+        }
+    )
+    headers = {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}
+    return header + pixels.tobytes(), headers
 
 
 def output_array(response: dict[str, Any], index: int = 0) -> np.ndarray:

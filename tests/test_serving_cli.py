@@ -102,6 +102,7 @@ def server(registry: Path, token_file: Path) -> Iterator[tuple[subprocess.Popen[
     process = serve(
         "--registry", str(registry), "--model", MODEL, "--host", "127.0.0.1", "--port", str(port),
         "--metrics-port", str(metrics_port), "--token-file", str(token_file), "--threads", "1",
+        "--instances", "2",
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60

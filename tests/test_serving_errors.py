@@ -12,13 +12,23 @@ from typing import Any
 
 import cv2
 import httpx
+import orjson
 import pytest
 
 from ingest.contract import FrameCodec, encode_window
 from serving.node import ServingNode
 from tests.conftest import make_window
 from tests.onnx_models import make_registry_version
-from tests.serving_fixtures import MODEL, SIZE, Gate, base_url, frames, infer_request, running_node
+from tests.serving_fixtures import (
+    MODEL,
+    SIZE,
+    Gate,
+    base_url,
+    binary_infer_request,
+    frames,
+    infer_request,
+    running_node,
+)
 
 INFER = f"/v2/models/{MODEL}/infer"
 
@@ -90,7 +100,8 @@ def test_malformed_json_is_400(client: httpx.Client, body: bytes, phrases: tuple
         (with_input(data=["1"] * (SIZE * SIZE * 3)), ("only integers",)),
         (with_input(data=[[1, 2], [3]]), ("not a rectangular array",)),
         (with_input(data="abc"), ("'data' must be an array",)),
-        (with_input(parameters={"binary_data_size": 10}), ("binary tensor data",)),
+        (with_input(parameters={"binary_data_size": 10}), ("Inference-Header-Content-Length",)),
+        (with_input(parameters="binary"), ("'parameters' must be an object",)),
         ({"inputs": [{"name": "frames", "shape": [1, 16, 16, 3], "datatype": "UINT8"}]}, ("missing 'data'",)),
         ({"inputs": [infer_request(frames(1))["inputs"][0]] * 2}, ("one input",)),
         ({**infer_request(frames(1)), "outputs": [{"name": "logits"}]}, ("unknown outputs",)),
@@ -98,6 +109,59 @@ def test_malformed_json_is_400(client: httpx.Client, body: bytes, phrases: tuple
 )
 def test_bad_tensors_are_400_with_a_reason(client: httpx.Client, request_body: Any, phrases: tuple[str, ...]) -> None:
     assert_error(client.post(INFER, json=request_body), 400, *phrases)
+
+
+def _binary(pixels_shape: tuple[int, ...] = (1, SIZE, SIZE, 3), **changes: Any) -> tuple[bytes, dict[str, str]]:
+    """A binary-extension request, then ``changes``: ``size`` (binary_data_size), ``tail`` (bytes after the JSON),
+    ``header`` (the Inference-Header-Content-Length value), ``data`` (a JSON data array as well)."""
+    pixels = frames(pixels_shape[0]).reshape(pixels_shape) if len(pixels_shape) == 4 else frames(1)
+    body, headers = binary_infer_request(pixels)
+    json_length = int(headers["Inference-Header-Content-Length"])
+    head = orjson.loads(body[:json_length])
+    tensor = head["inputs"][0]
+    if "size" in changes:
+        tensor["parameters"]["binary_data_size"] = changes["size"]
+    if "data" in changes:
+        tensor["data"] = changes["data"]
+    if "no_size" in changes:
+        del tensor["parameters"]
+    head_bytes = orjson.dumps(head)
+    tail = changes.get("tail", body[json_length:])
+    headers["Inference-Header-Content-Length"] = str(changes.get("header", len(head_bytes)))
+    return head_bytes + tail, headers
+
+
+@pytest.mark.parametrize(
+    ("changes", "phrases"),
+    [
+        ({"header": "abc"}, ("Inference-Header-Content-Length", "'abc'")),
+        ({"header": "0"}, ("between 1 and",)),
+        ({"header": "99999999"}, ("between 1 and",)),
+        ({"header": "5"}, ("not valid JSON",)),
+        ({"size": 100}, ("'binary_data_size' is 100 bytes", f"needs {SIZE * SIZE * 3}")),
+        ({"size": -1}, ("byte count",)),
+        ({"size": "768"}, ("byte count",)),
+        ({"tail": b"\x00" * 10}, ("10 bytes follow", f"says {SIZE * SIZE * 3}")),
+        ({"tail": bytes(SIZE * SIZE * 3 + 1)}, (f"{SIZE * SIZE * 3 + 1} bytes follow",)),
+        ({"data": [1, 2, 3]}, ("both 'binary_data_size' and 'data'",)),
+        ({"no_size": True}, ("missing 'data'",)),
+        ({"no_size": True, "data": [0] * (SIZE * SIZE * 3)}, ("bytes follow the JSON header", "no 'binary_data_size'")),
+    ],
+)
+def test_bad_binary_tensor_requests_are_400_with_a_reason(
+    client: httpx.Client, changes: dict[str, Any], phrases: tuple[str, ...]
+) -> None:
+    body, headers = _binary(**changes)
+    assert_error(client.post(INFER, content=body, headers=headers), 400, *phrases)
+
+
+def test_bad_binary_output_parameters_are_400(client: httpx.Client) -> None:
+    body, headers = binary_infer_request(frames(1), parameters={"binary_data_output": "yes"})
+    assert_error(client.post(INFER, content=body, headers=headers), 400, "'binary_data_output'")
+    body, headers = binary_infer_request(frames(1), outputs=[{"name": "embedding", "parameters": {"binary_data": 1}}])
+    assert_error(client.post(INFER, content=body, headers=headers), 400, "'binary_data'")
+    body, headers = binary_infer_request(frames(1), outputs=[{"name": "embedding", "parameters": 7}])
+    assert_error(client.post(INFER, content=body, headers=headers), 400, "'outputs'")
 
 
 def test_unknown_model_or_version_is_404(client: httpx.Client) -> None:

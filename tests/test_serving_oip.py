@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
+import orjson
 import pytest
 
 from ingest.contract import FrameCodec, encode_window
@@ -27,6 +28,7 @@ from tests.serving_fixtures import (
     MODEL,
     SIZE,
     base_url,
+    binary_infer_request,
     frames,
     infer_request,
     output_array,
@@ -65,7 +67,7 @@ def test_health_and_server_metadata(client: httpx.Client) -> None:
     server = client.get("/v2").json()
     assert server["name"] == "streamssl-serve"
     assert isinstance(server["version"], str)
-    assert isinstance(server["extensions"], list)
+    assert server["extensions"] == ["binary_tensor_data"]
 
 
 @pytest.mark.parametrize("path", [f"/v2/models/{MODEL}", f"/v2/models/{MODEL}/versions/1"])
@@ -111,6 +113,34 @@ def test_infer_accepts_nested_data_and_named_outputs(client: httpx.Client, regis
     assert response.status_code == 200, response.text
     expected = session(registry, "1").run(None, {"frames": pixels})[0]
     np.testing.assert_allclose(output_array(response.json()), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_binary_tensor_data_in_and_out_equals_a_direct_session_run(client: httpx.Client, registry: Path) -> None:
+    pixels = frames(3, seed=9)
+    expected = session(registry, "1").run(None, {"frames": pixels})[0]
+    # Binary input, JSON output.
+    body, headers = binary_infer_request(pixels, id="bin-1")
+    response = client.post(f"/v2/models/{MODEL}/infer", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["id"] == "bin-1"
+    np.testing.assert_allclose(output_array(response.json()), expected, rtol=1e-5, atol=1e-6)
+    # Binary input and output: the JSON header says where the little-endian FP32 bytes start and how many.
+    everything = {"parameters": {"binary_data_output": True}}
+    named = {"outputs": [{"name": "embedding", "parameters": {"binary_data": True}}]}
+    for extra in (everything, named):
+        body, headers = binary_infer_request(pixels, **extra)
+        response = client.post(f"/v2/models/{MODEL}/infer", content=body, headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/octet-stream"
+        json_length = int(response.headers["inference-header-content-length"])
+        head = orjson.loads(response.content[:json_length])
+        (output,) = head["outputs"]
+        assert "data" not in output
+        assert (output["name"], output["shape"], output["datatype"]) == ("embedding", [3, DIM], "FP32")
+        assert output["parameters"] == {"binary_data_size": expected.nbytes}
+        values = np.frombuffer(response.content[json_length:], dtype="<f4").reshape(3, DIM)
+        np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_int8_precision_serves_the_int8_files(registry: Path) -> None:

@@ -133,6 +133,35 @@ def test_batcher_waits_for_announced_requests_only(model: LoadedModel) -> None:
         batcher.stop()
 
 
+class Barrier:
+    """Wraps the frame encoder so each run waits until ``parties`` runs are in progress at once (or times out)."""
+
+    def __init__(self, model: LoadedModel, parties: int) -> None:
+        self.inner = model.sessions["frame_encoder"]
+        self.barrier = threading.Barrier(parties, timeout=10)
+        model.sessions["frame_encoder"] = self
+
+    def run(self, outputs: Any, feeds: dict[str, np.ndarray]) -> Any:
+        self.barrier.wait()  # BrokenBarrierError unless the other worker is running a batch at the same time
+        return self.inner.run(outputs, feeds)
+
+
+def test_batcher_instances_run_batches_at_the_same_time(model: LoadedModel) -> None:
+    barrier = Barrier(model, parties=2)
+    batcher = Batcher(max_batch_size=1, max_queue_delay_s=0.0, max_queue=100, metrics=ServingMetrics(), workers=2)
+    batcher.start()
+    try:
+        futures = [batcher.submit_frames(model, frames(1, seed=i)) for i in range(4)]
+        results = [future.result(20) for future in futures]
+    finally:
+        batcher.stop()
+        model.sessions["frame_encoder"] = barrier.inner
+    direct = model.embed_frames(np.concatenate([frames(1, seed=i) for i in range(4)]))
+    np.testing.assert_allclose(np.concatenate(results), direct, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="workers"):
+        Batcher(max_batch_size=1, max_queue_delay_s=0.0, max_queue=1, metrics=ServingMetrics(), workers=0)
+
+
 def test_batcher_queue_is_bounded(model: LoadedModel) -> None:
     recorder = Recorder(model)
     batcher = Batcher(max_batch_size=1, max_queue_delay_s=0.0, max_queue=2, metrics=ServingMetrics())
