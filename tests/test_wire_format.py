@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -11,16 +13,25 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from ingest.bus import Record
 from ingest.contract import (
     SCHEMA_VERSION,
     FrameCodec,
     Window,
     WindowDecodeError,
     WindowEncodeError,
+    WindowHeader,
     WindowTooLargeError,
     decode_header,
     decode_window,
     encode_window,
+)
+from ingest.contract.messages import (
+    HEADER_SCHEMA_VERSION,
+    WindowMessage,
+    header_from_record,
+    window_from_record,
+    window_message,
 )
 from tests.conftest import make_window
 
@@ -208,3 +219,37 @@ def test_invalid_windows_are_refused(change: dict[str, object], reason: str) -> 
     fields.update(change)
     with pytest.raises(WindowEncodeError, match=reason):
         Window(**fields)  # type: ignore[arg-type]
+
+
+def _record(message: WindowMessage, **changes: object) -> Record:
+    fields: dict[str, object] = {
+        "topic": "cams",
+        "partition": 3,
+        "offset": 41,
+        "key": message.key,
+        "value": message.value,
+        "headers": message.headers,
+        "timestamp_ms": 0,
+    }
+    return Record(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("read", [window_from_record, header_from_record])
+def test_records_are_checked_the_same_with_or_without_decoding_frames(
+    read: Callable[[Record], Window | WindowHeader],
+) -> None:
+    message = window_message(make_window("cam-9", 4))
+    good = read(_record(message))
+    assert (good.camera_id, good.sequence) == ("cam-9", 4)
+    corrupt = bytearray(message.value)
+    corrupt[-1] ^= 0xFF
+    bad = [
+        (_record(message, headers=((HEADER_SCHEMA_VERSION, b"99"),)), "schema version"),
+        (_record(message, headers=((HEADER_SCHEMA_VERSION, b"v1"),)), "schema version"),
+        (_record(message, key=b"cam-1"), "does not match the window's camera"),
+        (_record(message, value=bytes(corrupt)), "CRC"),
+        (_record(message, value=b"hello"), ""),
+    ]
+    for record, phrase in bad:
+        with pytest.raises(WindowDecodeError, match=re.escape("cams[3]@41: ") + ".*" + phrase):
+            read(record)

@@ -13,8 +13,7 @@ from ingest.bus.base import StartPosition
 from ingest.cli.common import add_common_arguments, common_overrides, run_command, start_logging
 from ingest.cli.settings import CommonSettings, load_settings
 from ingest.contract.errors import WindowDecodeError
-from ingest.contract.messages import HEADER_SCHEMA_VERSION
-from ingest.contract.wire import SCHEMA_VERSION, decode_header
+from ingest.contract.messages import header_from_record
 
 
 def add_parser(subparsers: Any) -> None:
@@ -44,10 +43,7 @@ def describe_record(record: Record) -> dict[str, Any]:
     """The JSON-able summary of one message: its window's header, or the reason it is not a window."""
     position = {"partition": record.partition, "offset": record.offset}
     try:
-        declared = record.header(HEADER_SCHEMA_VERSION)
-        if declared is not None and declared != str(SCHEMA_VERSION).encode():
-            raise WindowDecodeError(f"header {HEADER_SCHEMA_VERSION}={declared!r} is not supported")
-        header = decode_header(record.value)
+        header = header_from_record(record)
     except WindowDecodeError as error:
         return {**position, "error": str(error), "bytes": len(record.value)}
     return {

@@ -11,6 +11,8 @@ from ingest.contract.wire import (
     CONTENT_TYPE,
     DEFAULT_MAX_MESSAGE_BYTES,
     SCHEMA_VERSION,
+    WindowHeader,
+    decode_header,
     decode_window,
     encode_window,
 )
@@ -47,15 +49,39 @@ def window_headers(window: Window) -> Headers:
 def window_from_record(record: Record) -> Window:
     """Decode a received record; raises :class:`WindowDecodeError` naming the partition and offset on failure."""
     try:
-        declared = record.header(HEADER_SCHEMA_VERSION)
-        if declared is not None and (not declared.isdigit() or int(declared) > SCHEMA_VERSION):
-            raise WindowDecodeError(
-                f"header {HEADER_SCHEMA_VERSION}={declared!r} is not a schema version this reader knows "
-                f"(up to {SCHEMA_VERSION})"
-            )
+        _check_schema_header(record)
         window = decode_window(record.value)
-        if record.key is not None and record.key != window.camera_id.encode("utf-8"):
-            raise WindowDecodeError(f"key {record.key!r} does not match the window's camera {window.camera_id!r}")
+        _check_key(record, window.camera_id)
         return window
     except WindowDecodeError as error:
-        raise WindowDecodeError(f"{record.topic}[{record.partition}]@{record.offset}: {error}") from error
+        raise WindowDecodeError(f"{_position(record)}: {error}") from error
+
+
+def header_from_record(record: Record) -> WindowHeader:
+    """Check a received record as :func:`window_from_record` does (schema header, wire header, CRC, key) without
+    decoding its frames; raises :class:`WindowDecodeError` naming the partition and offset on failure."""
+    try:
+        _check_schema_header(record)
+        header = decode_header(record.value)
+        _check_key(record, header.camera_id)
+        return header
+    except WindowDecodeError as error:
+        raise WindowDecodeError(f"{_position(record)}: {error}") from error
+
+
+def _position(record: Record) -> str:
+    return f"{record.topic}[{record.partition}]@{record.offset}"
+
+
+def _check_schema_header(record: Record) -> None:
+    declared = record.header(HEADER_SCHEMA_VERSION)
+    if declared is not None and (not declared.isdigit() or int(declared) > SCHEMA_VERSION):
+        raise WindowDecodeError(
+            f"header {HEADER_SCHEMA_VERSION}={declared!r} is not a schema version this reader knows "
+            f"(up to {SCHEMA_VERSION})"
+        )
+
+
+def _check_key(record: Record, camera_id: str) -> None:
+    if record.key is not None and record.key != camera_id.encode("utf-8"):
+        raise WindowDecodeError(f"key {record.key!r} does not match the window's camera {camera_id!r}")

@@ -18,9 +18,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from ingest.bus import Bus, BusConsumer, BusError, BusUnavailableError, Record, TopicPartition
-from ingest.contract import WindowDecodeError, WindowHeader, decode_header
-from ingest.contract.messages import HEADER_SCHEMA_VERSION
-from ingest.contract.wire import SCHEMA_VERSION
+from ingest.contract import WindowDecodeError, WindowHeader
+from ingest.contract.messages import header_from_record
 from trainer.metrics import TrainerMetrics
 
 log = logging.getLogger(__name__)
@@ -48,19 +47,12 @@ class SourceItem:
 
 def check_record(record: Record, min_frames: int) -> SourceItem:
     """Validate schema header, wire header, CRC and key without decoding frames."""
-    where = f"{record.topic}[{record.partition}]@{record.offset}"
     try:
-        declared = record.header(HEADER_SCHEMA_VERSION)
-        if declared is not None and (not declared.isdigit() or int(declared) > SCHEMA_VERSION):
-            raise WindowDecodeError(
-                f"header {HEADER_SCHEMA_VERSION}={declared!r} is not a schema version this reader knows"
-            )
-        header = decode_header(record.value)
-        if record.key is not None and record.key != header.camera_id.encode("utf-8"):
-            raise WindowDecodeError(f"key {record.key!r} does not match the window's camera {header.camera_id!r}")
+        header = header_from_record(record)
     except WindowDecodeError as error:
-        return SourceItem(record, None, f"{where}: {error}", malformed=True)
+        return SourceItem(record, None, str(error), malformed=True)
     if header.frame_count < min_frames:
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
         return SourceItem(
             record, header, f"{where}: window has {header.frame_count} frames, the model needs {min_frames}"
         )
