@@ -195,3 +195,36 @@ def test_seek_moves_the_position_of_an_assigned_partition_only(bus: Bus) -> None
         assert again == [2, 3, 4, 5]
         with pytest.raises(BusError):
             consumer.seek(TopicPartition(topic, 7), 0)
+
+
+def test_paused_partitions_keep_their_position_and_their_member_in_the_group(bus: Bus) -> None:
+    topic = fresh_topic(bus, 2)
+    publish(bus, topic, traffic(range(5)))  # 40 windows over both partitions
+    group = f"group-{uuid.uuid4().hex[:8]}"
+    with bus.consumer([topic], group_id=group, start="earliest") as first:
+        taken: list[tuple[TopicPartition, int]] = []
+
+        def take(into: list[tuple[TopicPartition, int]], count: int, max_records: int | None = None) -> bool:
+            into.extend((record.topic_partition, record.offset) for record in first.poll(0.2, max_records))
+            return len(into) >= count
+
+        wait_until(lambda: take(taken, 4, max_records=4), GROUP_TIMEOUT_S, "the first records arrive")
+        first.pause(first.assignment() | {TopicPartition(topic, 9)})  # an unassigned partition is ignored
+        assert all(not first.poll(0.2) for _ in range(3)), "a paused partition returns nothing"
+        first.resume(first.assignment())
+        rest: list[tuple[TopicPartition, int]] = []
+        wait_until(lambda: take(rest, 40 - len(taken)), GROUP_TIMEOUT_S, "the rest arrives after resume")
+        assert sorted(taken + rest) == sorted(set(taken + rest)), "nothing twice"
+        assert len(taken + rest) == 40, "nothing lost while paused"
+
+        # A member that polls with everything paused still takes part in a rebalance: the group splits at once
+        # instead of waiting for it to be dropped (Kafka's max poll interval).
+        first.pause(first.assignment())
+        with bus.consumer([topic], group_id=group, start="earliest") as second:
+
+            def split() -> bool:
+                first.poll(0.1)
+                second.poll(0.1)
+                return len(first.assignment()) == 1 and len(second.assignment()) == 1
+
+            wait_until(split, GROUP_TIMEOUT_S / 2, "the paused member and a new one share the partitions")

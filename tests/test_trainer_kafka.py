@@ -142,6 +142,44 @@ def test_source_resumes_at_checkpoint_offsets_behind_or_ahead_of_the_group(kafka
             assert taken == list(range(checkpoint_offset, 20)), (committed_offset, checkpoint_offset)
 
 
+def test_a_full_source_still_lets_a_new_group_member_in(kafka_bootstrap: str) -> None:
+    """A rank whose queue is full (its trainer is busy, e.g. waiting in an all-reduce for a rank that has no data yet)
+    must keep taking part in rebalances; otherwise the new member waits until Kafka drops the full one (60 s)."""
+    topic = f"trainer.{uuid.uuid4().hex[:8]}"
+    group = f"trainer-{uuid.uuid4().hex[:8]}"
+    metrics = TrainerMetrics(CollectorRegistry())
+    with open_bus(f"kafka://{kafka_bootstrap}") as bus:
+        publish(bus, topic, relabelled(traffic_messages(1), cameras=4)[:40], partitions=4)
+        source = window_source.WindowSource(
+            bus, topic, group, start_offsets={}, min_frames=8, queue_records=2, poll_records=16, metrics=metrics
+        ).start()
+        try:
+            deadline = time.monotonic() + 30
+            while len(source.assignment) < 4 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert len(source.assignment) == 4, "the source did not get the topic's partitions"
+            time.sleep(1.0)  # the queue fills; nobody takes from it
+            with bus.consumer([topic], group_id=group) as newcomer:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    newcomer.poll(0.2)
+                    if newcomer.assignment() and len(source.assignment) + len(newcomer.assignment()) == 4:
+                        break
+                assert newcomer.assignment(), "the new member got no partition: the full source held up the group"
+                assert source.assignment, "the full source was dropped from its group instead of rebalancing"
+            # Taking from the queue again resumes the source: it gets every record of its partitions.
+            taken: list[tuple[int, int]] = []
+            deadline = time.monotonic() + 30
+            while len(set(taken)) < 40 and time.monotonic() < deadline:
+                item = source.get(0.2)
+                if item is not None:
+                    taken.append((item.record.partition, item.record.offset))
+            assert len(set(taken)) == 40, f"{len(set(taken))} of 40 records; a paused partition lost some"
+            assert len(taken) == 40, "records re-delivered by the rebalances must be dropped, not taken twice"
+        finally:
+            source.stop()
+
+
 def test_kill_9_then_restart_resumes_from_the_checkpoint_and_skips_no_window(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:

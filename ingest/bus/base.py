@@ -14,7 +14,7 @@ Two implementations share it: :mod:`ingest.bus.kafka_bus` (Apache Kafka through 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import TracebackType
@@ -134,6 +134,19 @@ class BusConsumer(_ClosedOnExit):
         Raises :class:`BusError` if ``partition`` is not assigned to this consumer now. A rebalance resets positions
         to the group's committed offsets, as it always does.
         """
+
+    @abc.abstractmethod
+    def pause(self, partitions: Collection[TopicPartition]) -> None:
+        """Stop :meth:`poll` returning records of ``partitions`` (positions are kept) until :meth:`resume`.
+
+        The way to apply back-pressure and stay in the group: keep polling while paused. A member that stops polling
+        holds up every rebalance of its group (until Kafka's max poll interval). Partitions not assigned are
+        ignored; a rebalance resumes everything, as in Kafka.
+        """
+
+    @abc.abstractmethod
+    def resume(self, partitions: Collection[TopicPartition]) -> None:
+        """Undo :meth:`pause` for ``partitions`` (those not assigned are ignored)."""
 
     @abc.abstractmethod
     def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:

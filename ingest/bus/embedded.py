@@ -13,7 +13,7 @@ import itertools
 import threading
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -114,6 +114,12 @@ class EmbeddedBroker:
                 raise ValueError(f"offset {offset} is outside {partition}")
             consumer.assigned[partition] = offset
 
+    def pause(self, consumer: EmbeddedConsumer, partitions: Collection[TopicPartition], paused: bool) -> None:
+        with self._changed:
+            chosen = {partition for partition in partitions if partition in consumer.assigned}
+            consumer.paused = consumer.paused | chosen if paused else consumer.paused - chosen
+            self._changed.notify_all()
+
     def end_offset(self, partition: TopicPartition) -> int:
         with self._changed:
             return len(self._topics[partition.topic][partition.partition])
@@ -160,6 +166,7 @@ class EmbeddedBroker:
         topics = sorted({topic for _, member in members for topic in member.topics if topic in self._topics})
         for _, member in members:
             member.assigned = {}
+            member.paused = set()
         for topic in topics:
             subscribers = [member for _, member in members if topic in member.topics]
             for index in range(len(self._topics[topic])):
@@ -184,6 +191,8 @@ class EmbeddedBroker:
     def _take(self, consumer: EmbeddedConsumer, max_records: int | None) -> list[Record]:
         records: list[Record] = []
         for partition in sorted(consumer.assigned):
+            if partition in consumer.paused:
+                continue
             position = consumer.assigned[partition]
             log = self._topics[partition.topic][partition.partition]
             budget = None if max_records is None else max_records - len(records)
@@ -227,6 +236,7 @@ class EmbeddedConsumer(BusConsumer):
         self.closed = False
         # partition -> position (offset of the next record to hand out); written by the broker under its lock.
         self.assigned: dict[TopicPartition, int] = {}
+        self.paused: set[TopicPartition] = set()
         if group_id is None:
             self._member_id = -1
             for topic in self.topics:
@@ -254,6 +264,12 @@ class EmbeddedConsumer(BusConsumer):
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self._broker.seek(self, partition, offset)
+
+    def pause(self, partitions: Collection[TopicPartition]) -> None:
+        self._broker.pause(self, partitions, paused=True)
+
+    def resume(self, partitions: Collection[TopicPartition]) -> None:
+        self._broker.pause(self, partitions, paused=False)
 
     def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         return {partition: self._broker.end_offset(partition) for partition in partitions}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -455,6 +455,16 @@ class KafkaBusConsumer(BusConsumer):
         if partition not in self.assignment():
             raise BusError(f"cannot seek {partition}: not assigned to this consumer")
         self._consumer.seek(KafkaTopicPartition(partition.topic, partition.partition), offset)
+
+    def _assigned(self, partitions: Collection[TopicPartition]) -> list[KafkaTopicPartition]:
+        assigned = self.assignment()
+        return [KafkaTopicPartition(p.topic, p.partition) for p in partitions if p in assigned]
+
+    def pause(self, partitions: Collection[TopicPartition]) -> None:
+        self._consumer.pause(*self._assigned(partitions))
+
+    def resume(self, partitions: Collection[TopicPartition]) -> None:
+        self._consumer.resume(*self._assigned(partitions))
 
     def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         if not partitions:

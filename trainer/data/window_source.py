@@ -89,7 +89,10 @@ class WindowSource:
         self.min_frames = min_frames
         self.poll_records = poll_records
         self.metrics = metrics
-        self._queue: queue.Queue[SourceItem] = queue.Queue(maxsize=queue_records)
+        # Bounded by the consumer thread (it pauses its partitions at this size), not by the queue itself: a put must
+        # never block the thread that keeps this member in its group.
+        self._capacity = queue_records
+        self._queue: queue.Queue[SourceItem] = queue.Queue()
         self._floor: dict[TopicPartition, int] = dict(start_offsets)
         self._from_checkpoint = set(start_offsets)
         self._seeks_tried: set[TopicPartition] = set()
@@ -155,25 +158,33 @@ class WindowSource:
                 self._ready.set()
                 last_lag = 0.0
                 backoff = 1.0
+                paused: set[TopicPartition] = set()
                 while not self._stop.is_set():
                     self._serve_commits(consumer)
-                    room = self._queue.maxsize - self._queue.qsize()
-                    if room > 0:
-                        try:
-                            records = consumer.poll(_POLL_TIMEOUT_S, max_records=min(room, self.poll_records))
-                        except BusUnavailableError as error:
-                            # The broker is away: keep the consumer and retry (training goes on with replay).
-                            log.warning("polling the bus failed, retrying in %.0f s: %s", backoff, error)
-                            self._stop.wait(backoff)
-                            backoff = min(_MAX_BACKOFF_S, backoff * 2)
-                            continue
-                        backoff = 1.0
-                        self._assignment = consumer.assignment()
-                        if self._assignment:
-                            self.assigned.set()
-                        self._accept(consumer, records)
-                    else:
-                        self._stop.wait(0.02)
+                    room = self._capacity - self._queue.qsize()
+                    if room > 0 and paused:
+                        consumer.resume(paused)
+                        paused = set()
+                    elif room <= 0:
+                        # Full: keep polling with every partition paused. A member that stops polling holds up its
+                        # whole group's next rebalance (e.g. another rank joining) until Kafka's max poll interval.
+                        paused = consumer.assignment()
+                        consumer.pause(paused)
+                    try:
+                        records = consumer.poll(_POLL_TIMEOUT_S, max_records=max(1, min(room, self.poll_records)))
+                    except BusUnavailableError as error:
+                        # The broker is away: keep the consumer and retry (training goes on with replay).
+                        log.warning("polling the bus failed, retrying in %.0f s: %s", backoff, error)
+                        self._stop.wait(backoff)
+                        backoff = min(_MAX_BACKOFF_S, backoff * 2)
+                        continue
+                    backoff = 1.0
+                    self._assignment = consumer.assignment()
+                    if self._assignment:
+                        self.assigned.set()
+                    # While full, records come only from partitions a rebalance just assigned (not paused yet):
+                    # at most one per poll, kept rather than lost.
+                    self._accept(consumer, records)
                     if time.monotonic() - last_lag > _LAG_INTERVAL_S:
                         last_lag = time.monotonic()
                         self._update_lag(consumer)
