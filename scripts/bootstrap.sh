@@ -3,7 +3,7 @@
 #
 #   scripts/bootstrap.sh [EXTRAS]        EXTRAS: comma-separated pyproject extras (default: ingest,serving,dev)
 #
-# System packages (ffmpeg, Java, Maven) come from apt-get when missing. The virtualenv, pip's download cache and
+# System packages (ffmpeg, Java, Maven; g++ and Python headers for the trainer) come from apt-get when missing. The virtualenv, pip's download cache and
 # the Kafka jars live in $STREAMSSL_CACHE (default ~/.cache/streamssl), outside the clone, so reruns are fast.
 set -euo pipefail
 
@@ -30,6 +30,14 @@ find_python() {
 }
 PYTHON=$(find_python || true)
 [ -n "$PYTHON" ] || missing+=(python3 python3-venv)
+if [[ ",$EXTRAS," == *,trainer,* ]]; then
+  # torch.compile (inductor) builds C++ kernels on CPU: it needs a compiler and Python's headers.
+  command -v g++ >/dev/null || missing+=(g++)
+  if [ -n "$PYTHON" ] && ! "$PYTHON" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+    missing+=("$(basename "$PYTHON")-dev")
+  fi
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

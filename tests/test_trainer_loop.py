@@ -77,6 +77,25 @@ def test_resume_continues_exactly_as_the_uninterrupted_run(embedded_bus: Embedde
     assert whole_result.committed == {TopicPartition(topic, 0): 32}
 
 
+def test_a_compiled_run_trains_and_its_checkpoint_resumes_without_compile(
+    embedded_bus: EmbeddedBus, tmp_path: Path
+) -> None:
+    # torch.compile (inductor, on CPU here) wraps the module; checkpoints must hold the plain model's state so that a
+    # run with or without compile can resume from them. About a minute, most of it compiling.
+    topic = "compiled"
+    publish(embedded_bus, topic, traffic_messages(1)[:24])
+    common = {"checkpoint": {"every_steps": 2}, "export": {"at_end": False}}
+    _, compiled = run(embedded_bus, tmp_path, topic, max_steps=4, compile=True, **common)
+    assert compiled.steps_this_run == 4
+    state = read_checkpoint(checkpoint_files(tmp_path / "checkpoints")[0].path)
+    assert state["step"] == 4
+    assert not any("_orig_mod" in name for name in state["model"]), "the checkpoint holds the compiled wrapper's names"
+    assert all(torch.isfinite(tensor).all() for tensor in state["model"].values() if tensor.is_floating_point())
+    _, resumed = run(embedded_bus, tmp_path, topic, max_steps=6, **common)
+    assert resumed.resumed_from is not None
+    assert (resumed.step, resumed.steps_this_run) == (6, 2)
+
+
 def test_malformed_messages_are_dead_lettered_and_training_continues(embedded_bus: EmbeddedBus, tmp_path: Path) -> None:
     topic = "dirty"
     good = list(traffic_messages(1)[:24])
