@@ -185,7 +185,7 @@ class TrainerSettings(CommonSettings):
     progress_every: int = Field(20, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(2, ge=1, le=256, description="torch CPU threads per process")
-    compile: bool = Field(False, description="torch.compile the model (CUDA)")
+    compile: bool = Field(False, description="torch.compile the model (inductor: needs g++ on CPU)")
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
