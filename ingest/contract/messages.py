@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ingest.bus.base import Headers, Record
 from ingest.contract.errors import WindowDecodeError
@@ -48,29 +50,27 @@ def window_headers(window: Window) -> Headers:
 
 def window_from_record(record: Record) -> Window:
     """Decode a received record; raises :class:`WindowDecodeError` naming the partition and offset on failure."""
-    try:
-        _check_schema_header(record)
-        window = decode_window(record.value)
-        _check_key(record, window.camera_id)
-        return window
-    except WindowDecodeError as error:
-        raise WindowDecodeError(f"{_position(record)}: {error}") from error
+    return _checked(record, decode_window)
 
 
 def header_from_record(record: Record) -> WindowHeader:
     """Check a received record as :func:`window_from_record` does (schema header, wire header, CRC, key) without
     decoding its frames; raises :class:`WindowDecodeError` naming the partition and offset on failure."""
+    return _checked(record, decode_header)
+
+
+_Decoded = TypeVar("_Decoded", Window, WindowHeader)
+
+
+def _checked(record: Record, decode: Callable[[bytes], _Decoded]) -> _Decoded:
     try:
         _check_schema_header(record)
-        header = decode_header(record.value)
-        _check_key(record, header.camera_id)
-        return header
+        decoded = decode(record.value)
+        if record.key is not None and record.key != decoded.camera_id.encode("utf-8"):
+            raise WindowDecodeError(f"key {record.key!r} does not match the window's camera {decoded.camera_id!r}")
+        return decoded
     except WindowDecodeError as error:
-        raise WindowDecodeError(f"{_position(record)}: {error}") from error
-
-
-def _position(record: Record) -> str:
-    return f"{record.topic}[{record.partition}]@{record.offset}"
+        raise WindowDecodeError(f"{record.topic}[{record.partition}]@{record.offset}: {error}") from error
 
 
 def _check_schema_header(record: Record) -> None:
@@ -80,8 +80,3 @@ def _check_schema_header(record: Record) -> None:
             f"header {HEADER_SCHEMA_VERSION}={declared!r} is not a schema version this reader knows "
             f"(up to {SCHEMA_VERSION})"
         )
-
-
-def _check_key(record: Record, camera_id: str) -> None:
-    if record.key is not None and record.key != camera_id.encode("utf-8"):
-        raise WindowDecodeError(f"key {record.key!r} does not match the window's camera {camera_id!r}")
