@@ -14,6 +14,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -27,7 +28,10 @@ from ingest.contract.topics import dead_letter_topic
 from tests.trainer_fixtures import Message, publish, small_settings, traffic_messages
 from trainer.__main__ import main
 from trainer.checkpoint import CheckpointError, checkpoint_files, read_checkpoint
+from trainer.config import ExportConfig, LossConfig, ModelConfig
+from trainer.export_job import BackgroundExport, ExportJob, ExportSpec
 from trainer.loop import RunResult, Trainer
+from trainer.model.streamssl_model import StreamSSLModel
 
 # Small batches keep these tests at a few seconds each; learning is tested in test_trainer_learning.py.
 SMALL = {"data": {"batch_size": 8, "replay_ratio": 0.5, "fresh_wait_s": 0.5, "prefetch_batches": 3}}
@@ -175,6 +179,57 @@ def test_parity_failure_publishes_nothing(embedded_bus: EmbeddedBus, tmp_path: P
     assert versions(tmp_path / "registry", "streamssl-encoder") == []
     sample = trainer.metrics.registry.get_sample_value
     assert sample("streamssl_trainer_exports_total", {"result": "parity_failed"}) == 1
+
+
+def test_periodic_exports_run_in_a_child_process_and_publish(embedded_bus: EmbeddedBus, tmp_path: Path) -> None:
+    topic = "periodic"
+    publish(embedded_bus, topic, traffic_messages(1)[:24])
+    holdout = {"data": {**SMALL["data"], "holdout_every": 3}}
+    trainer, result = run(embedded_bus, tmp_path, topic, max_steps=12, export_every=4, eval_every=4, **holdout)
+    registry = tmp_path / "registry"
+    published = versions(registry, "streamssl-encoder")
+    steps = [
+        json.loads((registry / "streamssl-encoder" / version / "metadata.json").read_text())["step"]
+        for version in published
+    ]
+    # Step 4's export started in the background; step 8's ran too or was skipped while 4's still ran; the final
+    # export (step 12) waited for the background one, so the versions are in step order.
+    assert steps[0] == 4
+    assert steps[-1] == 12
+    assert steps == sorted(steps)
+    assert result.exported_version == published[-1]
+    sample = trainer.metrics.registry.get_sample_value
+    assert sample("streamssl_trainer_exports_total", {"result": "published"}) == len(published)
+    skipped = sample("streamssl_trainer_exports_total", {"result": "skipped_busy"})
+    assert len(published) + skipped == 3
+    assert sample("streamssl_trainer_exports_total", {"result": "failed"}) == 0
+    gates = [entry for entry in journal_entries(tmp_path) if entry["kind"] == "gate"]
+    assert [entry["step"] for entry in gates] == steps, "every published version went through the gate"
+
+
+def journal_entries(run_dir: Path) -> list[dict[str, object]]:
+    eval_log = next((run_dir / "checkpoints").glob("*.jsonl"))
+    return [json.loads(line) for line in eval_log.read_text().splitlines()]
+
+
+def test_a_background_export_does_not_block_and_reports_a_failure(tmp_path: Path) -> None:
+    config = ModelConfig(encoder_width=8, embedding_dim=32)
+    model = StreamSSLModel(config)
+    weights = {name: value.clone() for name, value in model.state_dict().items()}
+    weights["encoder.stem.0.weight"] = torch.zeros(1)  # a shape the model cannot load
+    frames = np.zeros((2, config.window, config.frame_height, config.frame_width, config.channels), np.uint8)
+    spec = ExportSpec(
+        step=7, registry=tmp_path / "registry", export=ExportConfig(exporter="torchscript", opset=17), model=config,
+        loss=LossConfig(), ema_decay=0.99, eval_batch_size=4, config_hash="x", metrics={},
+        eval_log=tmp_path / "eval.jsonl",
+    )  # fmt: skip
+    background = BackgroundExport(ExportJob(spec, weights, frames, frames[:0], []), threads=1)
+    assert background.poll() is None, "the export must run beside the caller, not in it"
+    outcome = background.wait()
+    assert (outcome.result, outcome.step, outcome.version) == ("failed", 7, None)
+    assert outcome.error is not None
+    assert "size mismatch" in outcome.error or "Missing key" in outcome.error or "Unexpected key" in outcome.error
+    assert not (tmp_path / "registry").exists() or versions(tmp_path / "registry", "streamssl-encoder") == []
 
 
 def test_metrics_cover_what_an_operator_watches(embedded_bus: EmbeddedBus, tmp_path: Path) -> None:

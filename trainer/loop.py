@@ -8,7 +8,8 @@ One iteration::
     every N steps: evaluate the EMA model on held-out windows (rank 0)
     every N steps / S seconds: flush dead letters, checkpoint (rank 0, with every rank's data state), then commit
         each rank's consumed offsets — only now, so a crash re-reads everything after the checkpoint
-    every N steps, and at the end of a bounded run: export, parity check, publish, promotion gate (rank 0)
+    every N steps: export, parity check, publish, promotion gate in a child process, training on meanwhile
+        (rank 0; skipped while the previous one runs); at the end of a bounded run the same, in this process
 
 A checkpoint holds everything needed to continue exactly: model, EMA, optimiser, scheduler, step, random states,
 replay buffer, held-out set, the planned-but-untrained batches (with their windows' bytes) and the offset after the
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections import deque
@@ -38,7 +38,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ingest.bus import Bus, TopicPartition
 from ingest.contract import decode_window
-from ingest.contract.model_registry import production_version
 from trainer import distributed
 from trainer.checkpoint import load_latest, save_checkpoint
 from trainer.collapse import collapse_stats
@@ -52,12 +51,12 @@ from trainer.data.replay import ReplayBuffer
 from trainer.data.window_source import WindowSource, check_record
 from trainer.distributed import Distributed
 from trainer.evaluate import EvalLog, evaluate_model, prepare_windows
-from trainer.export_onnx import ParityError, build_metadata, export_onnx, parity, publish, quantise_frame_encoder
+from trainer.export_job import BackgroundExport, ExportJob, ExportOutcome, ExportSpec, run_export
 from trainer.losses.total import LossParts, compute_losses
 from trainer.metrics import TrainerMetrics
 from trainer.model.streamssl_model import StreamSSLModel
 from trainer.optim import EmaModel, build_optimizer, build_scheduler
-from trainer.promotion_gate import GateDecision, run_gate
+from trainer.promotion_gate import GateDecision
 
 log = logging.getLogger("trainer")
 
@@ -197,6 +196,7 @@ class _Run:
         self._last_eval_step = -1
         self._checkpointed_step = -1
         self._eval_cache: tuple[int, npt.NDArray[np.uint8]] | None = None
+        self._background: BackgroundExport | None = None
         self.committed: dict[TopicPartition, int] = {}
         # With DDP every rank must take part in every step's collectives, so a rank never abandons a plan half-way:
         # planning stops only on the agreed stop (checked between steps). A single process stops planning at once.
@@ -393,80 +393,74 @@ class _Run:
         stacked = np.concatenate([frames, np.stack(extra)]) if extra else frames
         return stacked[:count]
 
-    def _export(self) -> tuple[str | None, GateDecision | None]:
-        settings = self.settings
-        export = settings.export
-        model = StreamSSLModel(self.model_config)
-        model.load_state_dict(self.ema.module.state_dict())
-        model.eval()
+    def _export_job(self) -> ExportJob | None:
+        """Snapshot what an export of the EMA model at this step needs; None (counted) without windows to check."""
+        settings, export = self.settings, self.settings.export
         frames = self._sample_frames(export.parity_windows)
         if frames.shape[0] == 0:
             log.error("export skipped: no window to check parity on")
             self.metrics.exports.labels("failed").inc()
-            return None, None
+            return None
         metrics = dict(self.last_eval if self._last_eval_step == self.step else self._evaluate())
-        with tempfile.TemporaryDirectory(prefix="streamssl-export-") as scratch:
-            directory = Path(scratch)
-            files = export_onnx(model, directory, export.opset, export.exporter, export.pixel_predictor)
-            try:
-                differences = parity(model, files, frames, export.parity_atol)
-            except ParityError as error:
-                log.error("export at step %d not published: %s", self.step, error)
-                self.metrics.exports.labels("parity_failed").inc()
-                return None, None
-            extra: dict[str, Any] = {
-                "parity_max_abs_diff": max(differences.values()),
-                "parity_windows": int(frames.shape[0]),
-                "embeddings": "L2-normalised; clip_embedding is the normalised mean of the frame embeddings",
-                "pixel_resolution": [self.model_config.pixel_height, self.model_config.pixel_width],
-                "ema_decay": settings.optim.ema_decay,
-                "trainer": {
-                    "model": self.model_config.model_dump(mode="json"),
-                    "loss": settings.loss.model_dump(mode="json"),
-                },
-            }
-            if export.int8:
-                calibration = self._sample_frames(export.calibration_windows)
-                check = frames.reshape(-1, *frames.shape[2:])
-                int8, agreement = quantise_frame_encoder(
-                    files[0], calibration.reshape(-1, *calibration.shape[2:]), check
-                )
-                files.append(int8)
-                extra.update(agreement)
-            metadata = build_metadata(
-                self.model_config,
-                files,
-                model_name=export.model_name,
-                step=self.step,
-                config_hash=self.config_hash,
-                opset=export.opset,
-                metrics={k: float(v) for k, v in metrics.items()},
-                extra=extra,
-            )
-            version = publish(settings.registry, metadata, files)
-        self.metrics.exports.labels("published").inc()
-        self.metrics.last_exported_version.set(int(version))
-        log.info(
-            "published %s version %s (step %d, parity %.1e)",
-            export.model_name,
-            version,
-            self.step,
-            extra["parity_max_abs_diff"],
-        )
-        decision = run_gate(
-            settings.registry,
-            export.model_name,
-            version,
-            [w.data for w in self.heldout.windows],
-            batch_size=settings.eval.batch_size,
-            tolerances={"future_top1": export.gate_tolerance, "pixel_psnr_gain_db": export.gate_psnr_tolerance_db},
-            eval_log=self.eval_log,
+        calibration = self._sample_frames(export.calibration_windows) if export.int8 else frames[:0]
+        spec = ExportSpec(
             step=self.step,
+            registry=settings.registry,
+            export=export,
+            model=self.model_config,
+            loss=settings.loss,
+            ema_decay=settings.optim.ema_decay,
+            eval_batch_size=settings.eval.batch_size,
+            config_hash=self.config_hash,
+            metrics={k: float(v) for k, v in metrics.items()},
+            eval_log=self.eval_log.path,
         )
-        self.metrics.gate_decisions.labels("promoted" if decision.promoted else "refused").inc()
-        production = production_version(settings.registry, export.model_name)
-        self.metrics.production_version.set(int(production) if production else 0)
-        return version, decision
+        weights = {name: value.detach().to("cpu", copy=True) for name, value in self.ema.module.state_dict().items()}
+        return ExportJob(spec, weights, frames, calibration, [w.data for w in self.heldout.windows])
+
+    def _export(self) -> tuple[str | None, GateDecision | None]:
+        """Export now, in this process (the end of a bounded run); errors other than parity propagate."""
+        job = self._export_job()
+        return (None, None) if job is None else self._record_export(run_export(job))
+
+    def _record_export(self, outcome: ExportOutcome) -> tuple[str | None, GateDecision | None]:
+        metrics = self.metrics
+        metrics.exports.labels(outcome.result).inc()
+        if outcome.result == "failed":
+            log.error("export at step %d failed: %s", outcome.step, outcome.error)
+        if outcome.version is not None:
+            metrics.last_exported_version.set(int(outcome.version))
+        if outcome.decision is not None:
+            metrics.gate_decisions.labels("promoted" if outcome.decision.promoted else "refused").inc()
+        metrics.production_version.set(int(outcome.production) if outcome.production else 0)
+        return outcome.version, outcome.decision
+
+    def _start_background_export(self) -> None:
+        """A periodic export in a child process; skipped (counted) while the previous one still runs."""
+        if self._background is not None:
+            log.warning(
+                "export at step %d skipped: the one of step %d is still running", self.step, self._background.step
+            )
+            self.metrics.exports.labels("skipped_busy").inc()
+            return
+        job = self._export_job()
+        if job is None:
+            return
+        try:
+            self._background = BackgroundExport(job, threads=self.settings.threads)
+        except Exception:  # a periodic export must not stop training
+            log.exception("could not start the export of step %d", self.step)
+            self.metrics.exports.labels("failed").inc()
+
+    def _collect_background_export(self, wait: bool = False) -> tuple[str | None, GateDecision | None] | None:
+        """The finished background export's (version, decision), recorded; None while none has finished."""
+        if self._background is None:
+            return None
+        outcome = self._background.wait() if wait else self._background.poll()
+        if outcome is None:
+            return None
+        self._background = None
+        return self._record_export(outcome)
 
     # --- training -------------------------------------------------------------------------------------------
     def _submit(self, plan: BatchPlan) -> None:
@@ -586,12 +580,15 @@ class _Run:
                 due = self.step % settings.checkpoint.every_steps == 0 or time_due
                 if due and self._checkpoint():
                     last_checkpoint = time.monotonic()
-                if dist.is_main and self.step % settings.export_every == 0 and self.step != max_steps:
-                    try:
-                        exported, decision = self._export()
-                    except Exception:  # a periodic export must not stop training; the final one may
-                        log.exception("export at step %d failed", self.step)
-                        metrics.exports.labels("failed").inc()
+                if dist.is_main:
+                    finished = self._collect_background_export()
+                    if finished is not None:
+                        exported, decision = finished
+                    if self.step % settings.export_every == 0 and self.step != max_steps:
+                        self._start_background_export()
+            finished = self._collect_background_export(wait=True)
+            if finished is not None:
+                exported, decision = finished
             if (self.step > start_step or stopped) and self._checkpointed_step != self.step:
                 self._checkpoint()
             if self.step == start_step and max_steps is not None and self.step >= max_steps:
@@ -660,6 +657,8 @@ class _Run:
         )
 
     def _close(self) -> None:
+        if self._background is not None:  # an error ended the run: let the export finish, it publishes atomically
+            self._collect_background_export(wait=True)
         source = self._source
         if source is not None:
             source.stop()

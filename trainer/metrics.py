@@ -13,7 +13,7 @@ _CHECKPOINT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TASKS = ("total", "future", "order", "pixel")
 SKIP_REASONS = ("unusable", "decode_error")
 GATE_DECISIONS = ("promoted", "refused")
-EXPORT_RESULTS = ("published", "parity_failed", "failed")
+EXPORT_RESULTS = ("published", "parity_failed", "failed", "skipped_busy")
 
 
 class TrainerMetrics:
@@ -90,7 +90,10 @@ class TrainerMetrics:
         )
         self.checkpoint_age.set_function(lambda: time.monotonic() - self._last_checkpoint)
         self.exports = Counter(
-            f"{p}exports", "ONNX exports, by result (published, parity_failed, failed)", ["result"], registry=registry
+            f"{p}exports",
+            "ONNX exports, by result (published, parity_failed, failed, skipped_busy)",
+            ["result"],
+            registry=registry,
         )
         self.last_exported_version = Gauge(
             f"{p}last_exported_version", "Registry version last published by this trainer (0: none)", registry=registry
