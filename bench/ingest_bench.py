@@ -15,6 +15,7 @@ import argparse
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -22,10 +23,13 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from ingest.bus.embedded import EmbeddedBus
-from ingest.service.config import CameraConfig, IngestSettings
-from ingest.service.service import IngestService
-from ingest.synth import SynthConfig, generate_clip
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a clone without installing the package
+
+from ingest.bus.embedded import EmbeddedBus  # noqa: E402
+from ingest.service.config import CameraConfig, IngestSettings  # noqa: E402
+from ingest.service.service import IngestService  # noqa: E402
+from ingest.synth import SynthConfig, generate_clip  # noqa: E402
 
 
 def cpu_seconds() -> float:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 import time
 import uuid
@@ -29,16 +30,19 @@ import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
 
-from ingest.bus.embedded import EmbeddedBroker, EmbeddedBus
-from ingest.contract import decode_window
-from ingest.service.config import CameraConfig, IngestSettings
-from ingest.service.service import IngestService
-from ingest.synth import SynthConfig, generate_clip
-from trainer.config import LossConfig, ModelConfig, OptimConfig, TrainerSettings
-from trainer.loop import Trainer
-from trainer.losses.total import compute_losses
-from trainer.model import StreamSSLModel
-from trainer.optim import build_optimizer
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a clone without installing the package
+
+from ingest.bus.embedded import EmbeddedBroker, EmbeddedBus  # noqa: E402
+from ingest.contract import decode_window  # noqa: E402
+from ingest.service.config import CameraConfig, IngestSettings  # noqa: E402
+from ingest.service.service import IngestService  # noqa: E402
+from ingest.synth import SynthConfig, generate_clip  # noqa: E402
+from trainer.config import LossConfig, ModelConfig, OptimConfig, TrainerSettings  # noqa: E402
+from trainer.loop import Trainer  # noqa: E402
+from trainer.losses.total import compute_losses  # noqa: E402
+from trainer.model import StreamSSLModel  # noqa: E402
+from trainer.optim import build_optimizer  # noqa: E402
 
 SIZE = 128
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,12 +18,15 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from ingest.bus.embedded import EmbeddedBus
-from ingest.contract import FrameCodec, Window, decode_window, encode_window
-from ingest.contract.messages import window_from_record
-from ingest.service.config import CameraConfig, IngestSettings
-from ingest.service.service import IngestService
-from ingest.synth import SynthConfig, generate_clip
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a clone without installing the package
+
+from ingest.bus.embedded import EmbeddedBus  # noqa: E402
+from ingest.contract import FrameCodec, Window, decode_window, encode_window  # noqa: E402
+from ingest.contract.messages import window_from_record  # noqa: E402
+from ingest.service.config import CameraConfig, IngestSettings  # noqa: E402
+from ingest.service.service import IngestService  # noqa: E402
+from ingest.synth import SynthConfig, generate_clip  # noqa: E402
 
 
 def ingest_windows(clip: Path, frames: int, size: int) -> list[Window]:
