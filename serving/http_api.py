@@ -313,7 +313,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return Response(
             content,
             media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(binary_json_length)},
+            headers={HEADER_LENGTH: str(binary_json_length)},
         )
 
     infer_body = _infer_body(protocol.InferRequest)
@@ -423,7 +423,7 @@ def _infer_body(model: type[BaseModel]) -> dict[str, Any]:
     schema = {"$ref": f"#/components/schemas/{model.__name__}"}
     binary = {"schema": {"type": "string", "format": "binary"}}
     header = {
-        "name": "Inference-Header-Content-Length",
+        "name": HEADER_LENGTH,
         "in": "header",
         "required": False,
         "description": "binary tensor data extension: length of the JSON part of the body; tensor bytes follow",

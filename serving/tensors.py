@@ -15,6 +15,7 @@ An image travels as its 49,152 bytes instead of ~170 kB of decimal text.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,8 @@ OIP_DATATYPE = {"uint8": "UINT8", "float32": "FP32"}
 _LIMITS = {"uint8": (0, 255)}
 _NUMPY = {"uint8": np.uint8, "float32": np.float32}
 _MAX_ELEMENTS = 1 << 31
-HEADER_LENGTH = "inference-header-content-length"  # HTTP header of the binary extension (case-insensitive)
+HEADER_LENGTH = "Inference-Header-Content-Length"  # the binary extension's HTTP header
+_DECIMAL = re.compile(r"[0-9]{1,12}")
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ def header_length(value: str | None, body_length: int) -> int | None:
     """The ``Inference-Header-Content-Length`` value as the JSON part's length, or None without the header."""
     if value is None:
         return None
-    if not value.strip().isdigit() or not 0 < int(value) <= body_length:
+    if not _DECIMAL.fullmatch(value.strip()) or not 0 < int(value) <= body_length:
         raise InvalidInputError(
             f"Inference-Header-Content-Length must be the JSON header's length in bytes, between 1 and the body's "
             f"{body_length}; got {value!r}"

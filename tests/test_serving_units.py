@@ -22,7 +22,7 @@ from serving.fast_tensors import parse_uint8, split_data
 from serving.metrics import ServingMetrics
 from serving.model import LoadedModel
 from serving.model_loader import ModelLoader, SessionConfig
-from serving.tensors import parse_infer_request
+from serving.tensors import header_length, parse_infer_request
 from tests.onnx_models import make_registry_version
 from tests.serving_fixtures import MODEL, frames
 
@@ -181,6 +181,14 @@ def test_batcher_queue_is_bounded(model: LoadedModel) -> None:
         model.sessions["frame_encoder"] = recorder.inner
     with pytest.raises(QueueFullError, match="shutting down"):
         batcher.submit_frames(model, frames(1))
+
+
+def test_the_binary_header_length_is_a_plain_decimal_within_the_body() -> None:
+    assert header_length(None, 10) is None
+    assert header_length(" 7 ", 10) == 7
+    for bad in ("0", "11", "-1", "+5", "5_0", "\u00b2", "\u0663", "1e3", ""):  # superscript two, Arabic-Indic three
+        with pytest.raises(InvalidInputError, match="Inference-Header-Content-Length"):
+            header_length(bad, 10)
 
 
 def test_parse_accepts_flat_and_nested_data() -> None:
