@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -174,8 +175,10 @@ class BackgroundExport:
         self._directory = Path(self._scratch.name)
         write_job(job, self._directory)
         command = [sys.executable, "-m", "trainer.export_job", str(self._directory), "--threads", str(threads)]
-        # The child's log lines go to this process's stderr, where the operator already looks.
-        self._process = subprocess.Popen(command)
+        # The same code as this process, installed or not; its log lines go to this process's stderr.
+        source_root = str(Path(__file__).resolve().parents[1])
+        path = os.pathsep.join(p for p in (source_root, os.environ.get("PYTHONPATH")) if p)
+        self._process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": path})
 
     def poll(self) -> ExportOutcome | None:
         """The outcome once the child has exited (a crash is a ``failed`` outcome), else None."""
