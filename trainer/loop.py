@@ -119,6 +119,10 @@ class Trainer:
         settings = self.settings
         torch.set_num_threads(settings.threads)
         device = resolve_device(settings.device, int(os.environ.get("LOCAL_RANK", "0")))
+        if device.type == "cuda":
+            # NCCL's object collectives and barriers use the current device: without this every rank would use GPU 0.
+            torch.cuda.set_device(device)
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels once
         dist = distributed.init_distributed(device.type)
         try:
             return _Run(self, dist, device).execute()
