@@ -30,14 +30,6 @@ find_python() {
 }
 PYTHON=$(find_python || true)
 [ -n "$PYTHON" ] || missing+=(python3 python3-venv)
-if [[ ",$EXTRAS," == *,trainer,* ]]; then
-  # torch.compile (inductor) builds C++ kernels on CPU: it needs a compiler and Python's headers.
-  command -v g++ >/dev/null || missing+=(g++)
-  if [ -n "$PYTHON" ] && ! "$PYTHON" -c 'import os, sys, sysconfig
-sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
-    missing+=("$(basename "$PYTHON")-dev")
-  fi
-fi
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -49,6 +41,24 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq >&2
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
   PYTHON=$(find_python) || { say "no Python >= 3.11 after installing python3"; exit 1; }
+fi
+
+if [[ ",$EXTRAS," == *,trainer,* ]]; then
+  # torch.compile (inductor) builds C++ kernels on CPU: it needs a compiler and Python's headers. Best effort:
+  # training without --compile needs neither, so a failure here is a warning.
+  compile_missing=()
+  command -v g++ >/dev/null || compile_missing+=(g++)
+  "$PYTHON" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' ||
+    compile_missing+=("$(basename "$PYTHON")-dev")
+  if [ ${#compile_missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ] && DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${compile_missing[@]}" >&2; then
+      say "installed ${compile_missing[*]} for torch.compile"
+    else
+      say "warning: could not install ${compile_missing[*]}: --compile (torch.compile) will not work on CPU"
+    fi
+  fi
 fi
 
 mkdir -p "$CACHE"
