@@ -91,6 +91,9 @@ class LossConfig(BaseModel):
     order_weight: float = Field(1.0, ge=0)
     pixel_weight: float = Field(1.0, ge=0)
     temperature: float = Field(0.1, gt=0, le=10, description="InfoNCE temperature (CPC/DPC use 0.07-0.1)")
+    global_negatives: bool = Field(
+        True, description="with DDP, every rank's future targets are negatives for every rank's predictions"
+    )
     ssim_weight: float = Field(0.0, ge=0, le=1, description="share of (1-SSIM)/2 in the pixel loss; rest is L1")
     pixel_norm: Literal["l1", "l2"] = Field("l1", description="distance of the pixel loss (l2 optimises PSNR)")
 

@@ -65,6 +65,29 @@ def gather_objects(value: Any, dist: Distributed) -> list[Any]:
     return gathered
 
 
+def gather_rows(local: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Every rank's ``[n_r, ...]`` rows concatenated in rank order, and where this rank's rows start.
+
+    This rank's rows keep their autograd graph; the others arrive without one (as in MoCo's and CLIP's gathered
+    negatives). Ranks may hold different counts (a window that failed to decode): rows are padded for the exchange.
+    Without a process group it returns ``(local, 0)``.
+    """
+    if not torch_dist.is_available() or not torch_dist.is_initialized() or torch_dist.get_world_size() == 1:
+        return local, 0
+    world, rank = torch_dist.get_world_size(), torch_dist.get_rank()
+    count = torch.tensor([local.shape[0]], dtype=torch.int64, device=local.device)
+    counts = [torch.empty_like(count) for _ in range(world)]
+    torch_dist.all_gather(counts, count)
+    sizes = [int(c.item()) for c in counts]
+    padded = local.detach().new_zeros((max(sizes), *local.shape[1:]))
+    padded[: local.shape[0]] = local.detach()
+    gathered = [torch.empty_like(padded) for _ in range(world)]
+    torch_dist.all_gather(gathered, padded)
+    parts = [part[:size] for part, size in zip(gathered, sizes, strict=True)]
+    parts[rank] = local
+    return torch.cat(parts), sum(sizes[:rank])
+
+
 def barrier(dist: Distributed) -> None:
     if dist.enabled:
         torch_dist.barrier()

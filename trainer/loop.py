@@ -498,7 +498,8 @@ class _Run:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
         with autocast:
             outputs = self.train_model(frames, offsets, permutations)
-            parts = compute_losses(outputs, permutations, self.model_config, self.settings.loss)
+            gather = distributed.gather_rows if self.dist.enabled and self.settings.loss.global_negatives else None
+            parts = compute_losses(outputs, permutations, self.model_config, self.settings.loss, gather)
         self.optimizer.zero_grad(set_to_none=True)
         parts.total.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.optim.grad_clip)

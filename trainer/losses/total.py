@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -39,11 +40,20 @@ class LossParts:
         }
 
 
-def compute_losses(outputs: ModelOutputs, order_labels: Tensor, model: ModelConfig, loss: LossConfig) -> LossParts:
-    """Future InfoNCE (targets: embeddings of frames K..K+M-1), order cross-entropy, pixel L1(+SSIM)."""
+def compute_losses(
+    outputs: ModelOutputs,
+    order_labels: Tensor,
+    model: ModelConfig,
+    loss: LossConfig,
+    gather: Callable[[Tensor], tuple[Tensor, int]] | None = None,
+) -> LossParts:
+    """Future InfoNCE (targets: embeddings of frames K..K+M-1), order cross-entropy, pixel L1(+SSIM).
+
+    ``gather`` (DDP with ``loss.global_negatives``) makes every rank's targets negatives, see :func:`info_nce`.
+    """
     k, m = model.context_frames, model.future_frames
     target = outputs.embeddings[:, k : k + m]
-    future, future_top1 = info_nce(outputs.predicted, target, loss.temperature)
+    future, future_top1 = info_nce(outputs.predicted, target, loss.temperature, gather)
     order, order_accuracy = order_loss(outputs.order_logits, order_labels)
     pixel = pixel_loss(outputs.next_frame, outputs.next_frame_target, loss.ssim_weight, loss.pixel_norm)
     total = loss.future_weight * future + loss.order_weight * order + loss.pixel_weight * pixel
