@@ -248,3 +248,78 @@ def test_held_out_set_from_a_topic(embedded_bus: EmbeddedBus) -> None:
     held = HeldOutSet.from_topic(embedded_bus, "held", max_windows=100, min_frames=8)
     assert len(held) == 5
     assert held.fixed
+
+
+class StuckFirstConsumer:
+    """An embedded bus whose first consumer never joins its group (as a kafka-python consumer stuck looking up its
+    coordinator: polls return nothing, no partition is ever assigned); later consumers are normal."""
+
+    def __init__(self, bus: EmbeddedBus) -> None:
+        self.bus = bus
+        self.opened = 0
+
+    def consumer(self, topics: list[str], **options: object) -> object:
+        self.opened += 1
+        if self.opened > 1:
+            return self.bus.consumer(topics, **options)  # type: ignore[arg-type]
+
+        class Stuck:
+            def __enter__(self) -> Stuck:
+                return self
+
+            def __exit__(self, *_: object) -> None:
+                return None
+
+            def poll(self, timeout_s: float, max_records: int | None = None) -> list[object]:
+                return []  # at once, as a client without a coordinator does
+
+            def assignment(self) -> set[TopicPartition]:
+                return set()
+
+            def pause(self, partitions: object) -> None:
+                raise AssertionError("nothing to pause: the queue never filled")
+
+            resume = pause
+
+            def commit(self, offsets: object) -> None:
+                return None
+
+            def end_offsets(self, partitions: object) -> dict[TopicPartition, int]:
+                return {}
+
+        return Stuck()
+
+
+def test_a_consumer_that_never_joins_its_group_is_replaced(embedded_bus: EmbeddedBus) -> None:
+    topic = "stuck"
+    embedded_bus.create_topic(topic, 1)
+    with embedded_bus.producer() as producer:
+        for sequence in range(6):
+            message = window_message(make_window(sequence=sequence, frames=8))
+            producer.send(topic, message.value, key=message.key, headers=message.headers).result()
+    metrics = TrainerMetrics(CollectorRegistry())
+    bus = StuckFirstConsumer(embedded_bus)
+    source = WindowSource(
+        bus, topic, "g", start_offsets={}, min_frames=8, queue_records=64, poll_records=16, metrics=metrics,  # type: ignore[arg-type]
+        join_timeout_s=0.5,
+    ).start()  # fmt: skip
+    try:
+        assert drain(source, 6) == list(range(6)), "the replacement consumer must read the topic"
+    finally:
+        source.stop()
+    assert bus.opened == 2
+    assert metrics.registry.get_sample_value("streamssl_trainer_consumer_restarts_total") == 1
+
+
+def test_without_a_join_timeout_a_consumer_is_never_replaced(embedded_bus: EmbeddedBus) -> None:
+    embedded_bus.create_topic("patient", 1)
+    metrics = TrainerMetrics(CollectorRegistry())
+    bus = StuckFirstConsumer(embedded_bus)
+    source = WindowSource(
+        bus, "patient", "g", start_offsets={}, min_frames=8, queue_records=64, poll_records=16, metrics=metrics,  # type: ignore[arg-type]
+    ).start()  # fmt: skip
+    try:
+        assert source.get(1.5) is None
+    finally:
+        source.stop()
+    assert bus.opened == 1, "more members than partitions: waiting without a partition is legitimate"

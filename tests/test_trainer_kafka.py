@@ -266,8 +266,17 @@ def test_two_ddp_processes_share_the_consumer_group_train_and_checkpoint(kafka_b
         *trainer_command(kafka_bootstrap, topic, tmp_path, group, run_journal, 10),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 0, result.stderr[-4000:]
+    # Its own session, so that a timeout kills torchrun's workers too instead of leaving them spinning.
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        _, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        _, stderr = process.communicate()
+        raise AssertionError(f"the two ranks did not finish 10 steps in 300 s:\n{stderr[-4000:]}") from None
+    assert process.returncode == 0, stderr[-4000:]
     state = read_checkpoint(checkpoint_files(tmp_path / "checkpoints")[0].path)
     assert state["step"] == 10
     assert len(state["ranks"]) == 2  # rank 0 saved both ranks' data state

@@ -123,6 +123,9 @@ class DataConfig(BaseModel):
     prefetch_batches: int = Field(3, ge=1, le=64, description="batches planned ahead of the training step")
     poll_records: int = Field(64, ge=1, description="records per bus poll")
     raw_queue_records: int = Field(512, ge=1, description="records buffered between the bus and the planner")
+    join_timeout_s: float = Field(
+        30.0, gt=0, description="a consumer not in its group after this long is closed and opened again"
+    )
     fresh_wait_s: float = Field(5.0, gt=0, description="wait this long for fresh windows before replay-only steps")
     replay_when_idle: bool = Field(True, description="train on replay alone while the stream is idle")
     holdout_every: int = Field(25, ge=0, description="hold 1 in N stream windows out for evaluation (0 = none)")

@@ -36,7 +36,7 @@ from prometheus_client import CollectorRegistry
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ingest.bus import Bus, TopicPartition
+from ingest.bus import Bus, BusError, TopicPartition
 from ingest.contract import decode_window
 from trainer import distributed
 from trainer.checkpoint import load_latest, save_checkpoint
@@ -508,6 +508,13 @@ class _Run:
         self.ema.update(self.model)
         return parts, outputs.embeddings.detach()
 
+    def _every_rank_gets_a_partition(self) -> bool:
+        """True if the topic exists with at least a partition per rank (so a consumer without one is stuck)."""
+        try:
+            return self.trainer.bus.partitions(self.settings.topic) >= self.dist.world_size
+        except BusError:  # not created yet: members may legitimately wait
+            return False
+
     def execute(self) -> RunResult:
         settings, metrics, dist = self.settings, self.metrics, self.dist
         trainer = self.trainer
@@ -521,6 +528,7 @@ class _Run:
             queue_records=settings.data.raw_queue_records,
             poll_records=settings.data.poll_records,
             metrics=metrics,
+            join_timeout_s=settings.data.join_timeout_s if self._every_rank_gets_a_partition() else None,
         )
         trainer._source = source
         self.planner.source = source

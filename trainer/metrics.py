@@ -59,6 +59,11 @@ class TrainerMetrics:
             ["partition"],
             registry=registry,
         )
+        self.consumer_restarts = Counter(
+            f"{p}consumer_restarts",
+            "Bus consumers closed and opened again because they had not joined their group in time",
+            registry=registry,
+        )
         self.records_redelivered = Counter(
             f"{p}records_redelivered",
             "Records delivered again by the bus and dropped because they were already taken",

@@ -82,6 +82,7 @@ class WindowSource:
         queue_records: int,
         poll_records: int,
         metrics: TrainerMetrics,
+        join_timeout_s: float | None = None,
     ) -> None:
         self.bus = bus
         self.topic = topic
@@ -89,6 +90,10 @@ class WindowSource:
         self.min_frames = min_frames
         self.poll_records = poll_records
         self.metrics = metrics
+        # Set when every group member should get a partition (no more members than partitions): a consumer still
+        # without one after this long is stuck (kafka-python can stay in its coordinator lookup for good) and is
+        # replaced, as restarting the process would.
+        self.join_timeout_s = join_timeout_s
         # Bounded by the consumer thread (it pauses its partitions at this size), not by the queue itself: a put must
         # never block the thread that keeps this member in its group.
         self._capacity = queue_records
@@ -154,41 +159,13 @@ class WindowSource:
     # --- consumer thread --------------------------------------------------------------------------------------
     def _run(self) -> None:
         try:
-            with self.bus.consumer([self.topic], group_id=self.group_id, start="earliest") as consumer:
-                self._ready.set()
-                last_lag = 0.0
-                backoff = 1.0
-                paused: set[TopicPartition] = set()
-                while not self._stop.is_set():
-                    self._serve_commits(consumer)
-                    room = self._capacity - self._queue.qsize()
-                    if room > 0 and paused:
-                        consumer.resume(paused)
-                        paused = set()
-                    elif room <= 0:
-                        # Full: keep polling with every partition paused. A member that stops polling holds up its
-                        # whole group's next rebalance (e.g. another rank joining) until Kafka's max poll interval.
-                        paused = consumer.assignment()
-                        consumer.pause(paused)
-                    try:
-                        records = consumer.poll(_POLL_TIMEOUT_S, max_records=max(1, min(room, self.poll_records)))
-                    except BusUnavailableError as error:
-                        # The broker is away: keep the consumer and retry (training goes on with replay).
-                        log.warning("polling the bus failed, retrying in %.0f s: %s", backoff, error)
-                        self._stop.wait(backoff)
-                        backoff = min(_MAX_BACKOFF_S, backoff * 2)
-                        continue
-                    backoff = 1.0
-                    self._assignment = consumer.assignment()
-                    if self._assignment:
-                        self.assigned.set()
-                    # While full, records come only from partitions a rebalance just assigned (not paused yet):
-                    # at most one per poll, kept rather than lost.
-                    self._accept(consumer, records)
-                    if time.monotonic() - last_lag > _LAG_INTERVAL_S:
-                        last_lag = time.monotonic()
-                        self._update_lag(consumer)
-                self._serve_commits(consumer)
+            while not self._stop.is_set():
+                with self.bus.consumer([self.topic], group_id=self.group_id, start="earliest") as consumer:
+                    self._ready.set()
+                    if self._consume(consumer):
+                        self._serve_commits(consumer)
+                        return
+                self.metrics.consumer_restarts.inc()
         except BaseException as error:
             log.exception("the window source failed")
             self.error = error
@@ -196,6 +173,52 @@ class WindowSource:
                 self._commits.get_nowait()[1].set_exception(error)
         finally:
             self._ready.set()
+
+    def _consume(self, consumer: BusConsumer) -> bool:
+        """Poll until stopped (True), or until the consumer is found stuck outside its group (False: replace it)."""
+        opened = time.monotonic()
+        joined = False
+        last_lag = 0.0
+        backoff = 1.0
+        paused: set[TopicPartition] = set()
+        while not self._stop.is_set():
+            self._serve_commits(consumer)
+            room = self._capacity - self._queue.qsize()
+            if room > 0 and paused:
+                consumer.resume(paused)
+                paused = set()
+            elif room <= 0:
+                # Full: keep polling with every partition paused. A member that stops polling holds up its whole
+                # group's next rebalance (e.g. another rank joining) until Kafka's max poll interval.
+                paused = consumer.assignment()
+                consumer.pause(paused)
+            started = time.monotonic()
+            try:
+                records = consumer.poll(_POLL_TIMEOUT_S, max_records=max(1, min(room, self.poll_records)))
+            except BusUnavailableError as error:
+                # The broker is away: keep the consumer and retry (training goes on with replay).
+                log.warning("polling the bus failed, retrying in %.0f s: %s", backoff, error)
+                self._stop.wait(backoff)
+                backoff = min(_MAX_BACKOFF_S, backoff * 2)
+                continue
+            backoff = 1.0
+            self._assignment = consumer.assignment()
+            if self._assignment:
+                joined = True
+                self.assigned.set()
+            elif not joined and self.join_timeout_s is not None and started - opened > self.join_timeout_s:
+                timeout = self.join_timeout_s
+                log.warning("the consumer has not joined group %r within %.0f s; replacing it", self.group_id, timeout)
+                return False
+            # While full, records come only from partitions a rebalance just assigned (not paused yet): at most one
+            # per poll, kept rather than lost.
+            self._accept(consumer, records)
+            if not records and time.monotonic() - started < _POLL_TIMEOUT_S / 10:
+                self._stop.wait(_POLL_TIMEOUT_S / 10)  # the client answered at once (paused, no coordinator): no spin
+            if time.monotonic() - last_lag > _LAG_INTERVAL_S:
+                last_lag = time.monotonic()
+                self._update_lag(consumer)
+        return True
 
     def _serve_commits(self, consumer: BusConsumer) -> None:
         while not self._commits.empty():
