@@ -438,13 +438,15 @@ class KafkaBusConsumer(BusConsumer):
     def committed(self, partition: TopicPartition) -> int | None:
         if self.group_id is None:
             return None
+        # A fresh OffsetFetch from the admin client: the consumer's own committed() may hand back the answer of a
+        # fetch that was already in flight before our commit (its position lookup), i.e. "nothing committed".
+        wanted = KafkaTopicPartition(partition.topic, partition.partition)
         try:
-            offset = self._consumer.committed(
-                KafkaTopicPartition(partition.topic, partition.partition), timeout_ms=_ms(self._bus.connect_timeout_s)
-            )
+            groups = self._bus._admin_client().list_group_offsets({self.group_id: [wanted]})
         except kafka_errors.KafkaError as error:
             raise self._bus._error(error, f"reading the committed offset of {partition}") from error
-        return None if offset is None or offset < 0 else int(offset)
+        found = groups.get(self.group_id, {}).get(wanted)
+        return None if found is None or found.offset < 0 else int(found.offset)
 
     def assignment(self) -> set[TopicPartition]:
         return {TopicPartition(partition.topic, partition.partition) for partition in self._consumer.assignment()}
