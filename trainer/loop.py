@@ -434,9 +434,9 @@ class _Run:
             log.error("export at step %d failed: %s", outcome.step, outcome.error)
         if outcome.version is not None:
             metrics.last_exported_version.set(int(outcome.version))
-        if outcome.decision is not None:
+        if outcome.decision is not None:  # only a gate knows the production version; a failed export leaves it
             metrics.gate_decisions.labels("promoted" if outcome.decision.promoted else "refused").inc()
-        metrics.production_version.set(int(outcome.production) if outcome.production else 0)
+            metrics.production_version.set(int(outcome.production) if outcome.production else 0)
         return outcome.version, outcome.decision
 
     def _start_background_export(self) -> None:
