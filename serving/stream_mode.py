@@ -188,7 +188,7 @@ class StreamWorker:
         headers = (
             *record.headers,
             (HEADER_ERROR, reason[:_MAX_REASON].encode("utf-8")),
-            (HEADER_SOURCE, f"{record.topic}[{record.partition}]@{record.offset}".encode()),
+            (HEADER_SOURCE, record.position.encode()),
         )
         return producer.send(self.dead_letter_topic, record.value, key=record.key, headers=headers)
 

@@ -71,6 +71,11 @@ class Record:
     def topic_partition(self) -> TopicPartition:
         return TopicPartition(self.topic, self.partition)
 
+    @property
+    def position(self) -> str:
+        """``topic[partition]@offset``: where the record is, for error messages and headers."""
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
     def header(self, name: str) -> bytes | None:
         """The value of the first header called ``name``, or None."""
         return next((value for key, value in self.headers if key == name), None)

@@ -70,7 +70,7 @@ def _checked(record: Record, decode: Callable[[bytes], _Decoded]) -> _Decoded:
             raise WindowDecodeError(f"key {record.key!r} does not match the window's camera {decoded.camera_id!r}")
         return decoded
     except WindowDecodeError as error:
-        raise WindowDecodeError(f"{record.topic}[{record.partition}]@{record.offset}: {error}") from error
+        raise WindowDecodeError(f"{record.position}: {error}") from error
 
 
 def _check_schema_header(record: Record) -> None:

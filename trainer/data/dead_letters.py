@@ -49,7 +49,7 @@ class DeadLetters:
         for record, reason, future in pending:
             error = future.exception(timeout=timeout_s)
             if error is not None:
-                failures.append(f"{record.topic}[{record.partition}]@{record.offset}: {error}")
+                failures.append(f"{record.position}: {error}")
                 self._pending.append((record, reason, self._send(record, reason)))
         if failures:
             raise BusError(f"{len(failures)} message(s) could not be dead-lettered to {self.topic}: {failures[0]}")

@@ -52,9 +52,8 @@ def check_record(record: Record, min_frames: int) -> SourceItem:
     except WindowDecodeError as error:
         return SourceItem(record, None, str(error), malformed=True)
     if header.frame_count < min_frames:
-        where = f"{record.topic}[{record.partition}]@{record.offset}"
         return SourceItem(
-            record, header, f"{where}: window has {header.frame_count} frames, the model needs {min_frames}"
+            record, header, f"{record.position}: window has {header.frame_count} frames, the model needs {min_frames}"
         )
     return SourceItem(record, header)
 
