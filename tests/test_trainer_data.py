@@ -164,6 +164,15 @@ def make_source(
     )
 
 
+def publish_windows(bus: EmbeddedBus, topic: str, count: int) -> None:
+    """``count`` 8-frame windows of one camera, sequences 0.., on a new one-partition topic."""
+    bus.create_topic(topic, 1)
+    with bus.producer() as producer:
+        for sequence in range(count):
+            message = window_message(make_window(sequence=sequence, frames=8))
+            producer.send(topic, message.value, key=message.key, headers=message.headers).result()
+
+
 def drain(source: WindowSource, count: int) -> list[int]:
     offsets: list[int] = []
     deadline = time.monotonic() + 10
@@ -176,11 +185,7 @@ def drain(source: WindowSource, count: int) -> list[int]:
 
 def test_source_resumes_at_the_checkpoint_offset_forward_and_backward(embedded_bus: EmbeddedBus) -> None:
     topic = "resume"
-    embedded_bus.create_topic(topic, 1)
-    with embedded_bus.producer() as producer:
-        for sequence in range(20):
-            message = window_message(make_window(sequence=sequence, frames=8))
-            producer.send(topic, message.value, key=message.key, headers=message.headers).result()
+    publish_windows(embedded_bus, topic, 20)
     partition = TopicPartition(topic, 0)
     metrics = TrainerMetrics(CollectorRegistry())
     # The group committed 5 but the checkpoint holds 8 (crash between checkpoint and commit): start at 8.
@@ -292,11 +297,7 @@ class StuckFirstConsumer:
 
 def test_a_consumer_that_never_joins_its_group_is_replaced(embedded_bus: EmbeddedBus) -> None:
     topic = "stuck"
-    embedded_bus.create_topic(topic, 1)
-    with embedded_bus.producer() as producer:
-        for sequence in range(6):
-            message = window_message(make_window(sequence=sequence, frames=8))
-            producer.send(topic, message.value, key=message.key, headers=message.headers).result()
+    publish_windows(embedded_bus, topic, 6)
     metrics = TrainerMetrics(CollectorRegistry())
     bus = StuckFirstConsumer(embedded_bus)
     source = WindowSource(
