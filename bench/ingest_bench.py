@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))  # run from a clone without installing the package
 from ingest.bus.embedded import EmbeddedBus  # noqa: E402
 from ingest.service.config import CameraConfig, IngestSettings  # noqa: E402
 from ingest.service.service import IngestService  # noqa: E402
-from ingest.synth import SynthConfig, generate_clip  # noqa: E402
+from ingest.tools.synth import SynthConfig, generate_clip  # noqa: E402
 
 
 def cpu_seconds() -> float:

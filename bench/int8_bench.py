@@ -52,7 +52,7 @@ def train(scratch: Path, steps: int, width: int) -> tuple[Path, np.ndarray, dict
     from prometheus_client import CollectorRegistry
 
     from ingest.bus.embedded import EmbeddedBus
-    from ingest.contract.model_registry import DEFAULT_MODEL_NAME, ModelMetadata, production_version
+    from ingest.registry import DEFAULT_MODEL_NAME, ModelMetadata, production_version
     from tests.trainer_fixtures import publish, small_settings, traffic_messages
     from trainer.data.window_file import write_windows_file
     from trainer.evaluate import prepare_windows

@@ -46,7 +46,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ingest.contract.model_registry import DEFAULT_MODEL_NAME  # noqa: E402
+from ingest.registry import DEFAULT_MODEL_NAME  # noqa: E402
 from tests.onnx_models import make_registry_version  # noqa: E402
 
 SIZE = 128

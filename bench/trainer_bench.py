@@ -37,7 +37,7 @@ from ingest.bus.embedded import EmbeddedBroker, EmbeddedBus  # noqa: E402
 from ingest.contract import decode_window  # noqa: E402
 from ingest.service.config import CameraConfig, IngestSettings  # noqa: E402
 from ingest.service.service import IngestService  # noqa: E402
-from ingest.synth import SynthConfig, generate_clip  # noqa: E402
+from ingest.tools.synth import SynthConfig, generate_clip  # noqa: E402
 from trainer.config import LossConfig, ModelConfig, OptimConfig, TrainerSettings  # noqa: E402
 from trainer.loop import Trainer  # noqa: E402
 from trainer.losses.total import compute_losses  # noqa: E402

@@ -26,7 +26,7 @@ from ingest.contract import FrameCodec, Window, decode_window, encode_window  # 
 from ingest.contract.messages import window_from_record  # noqa: E402
 from ingest.service.config import CameraConfig, IngestSettings  # noqa: E402
 from ingest.service.service import IngestService  # noqa: E402
-from ingest.synth import SynthConfig, generate_clip  # noqa: E402
+from ingest.tools.synth import SynthConfig, generate_clip  # noqa: E402
 
 
 def ingest_windows(clip: Path, frames: int, size: int) -> list[Window]:

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from ingest.bus import open_bus
-from ingest.cli.common import add_common_arguments, common_overrides, on_stop_signals, run_command, start_logging
-from ingest.cli.settings import ConfigError, load_settings, read_config_file
-from ingest.cli.telemetry_server import TelemetryServer
 from ingest.contract import FrameCodec
+from ingest.runtime.commands import add_common_arguments, common_overrides, on_stop_signals, run_command, start_logging
+from ingest.runtime.settings import ConfigError, load_settings, read_config_file
+from ingest.runtime.telemetry_server import TelemetryServer
 
 log = logging.getLogger("ingest")
 

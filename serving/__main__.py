@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ingest.cli.common import add_common_arguments, common_overrides, on_stop_signals, run_command, start_logging
-from ingest.cli.settings import load_settings
+from ingest.runtime.commands import add_common_arguments, common_overrides, on_stop_signals, run_command, start_logging
+from ingest.runtime.settings import load_settings
 
 log = logging.getLogger("serving")
 

@@ -1,6 +1,6 @@
 """Settings of the serving node: the shared ones plus the registry, the HTTP API, batching, onnxruntime and stream mode.
 
-Layered like every StreamSSL service (YAML < flags < ``STREAMSSL_*`` variables, see :mod:`ingest.cli.settings`).
+Layered like every StreamSSL service (YAML < flags < ``STREAMSSL_*`` variables, see :mod:`ingest.runtime.settings`).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ingest.cli.settings import CommonSettings
-from ingest.contract.model_registry import DEFAULT_MODEL_NAME
 from ingest.contract.topics import DEFAULT_RESULTS_TOPIC, validate_topic
+from ingest.registry import DEFAULT_MODEL_NAME
+from ingest.runtime.settings import CommonSettings
 
 # Short names an operator types, and the onnxruntime execution providers they stand for, in preference order.
 PROVIDER_NAMES = {

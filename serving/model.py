@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ingest.contract.model_registry import ModelFile, ModelMetadata, Role, TensorSpec
+from ingest.registry import ModelFile, ModelMetadata, Role, TensorSpec
 from serving.anomaly import pixel_error, prediction_error
 
 Array = npt.NDArray[Any]
@@ -29,7 +29,7 @@ class TensorContract:
     rank: int
 
 
-# The ONNX interfaces of ingest.contract.model_registry: names, dtypes and ranks every exported file must have.
+# The ONNX interfaces of ingest.registry: names, dtypes and ranks every exported file must have.
 CONTRACT: dict[Role, tuple[tuple[TensorContract, ...], tuple[TensorContract, ...]]] = {
     "frame_encoder": ((TensorContract("frames", "uint8", 4),), (TensorContract("embedding", "float32", 2),)),
     "clip_encoder": (

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import onnxruntime as ort
 
-from ingest.contract.model_registry import ModelFile, ModelMetadata, RegistryError, Role, TensorSpec, verify_version
+from ingest.registry import ModelFile, ModelMetadata, RegistryError, Role, TensorSpec, verify_version
 from serving.errors import ModelLoadError
 from serving.model import CONTRACT, REQUIRED_ROLES, LoadedModel
 

@@ -13,7 +13,7 @@ import logging
 from prometheus_client import CollectorRegistry
 
 from ingest.bus import Bus, open_bus
-from ingest.cli.telemetry_server import TelemetryServer
+from ingest.runtime.telemetry_server import TelemetryServer
 from serving.anomaly import ScoreNormaliser
 from serving.batcher import Batcher
 from serving.config import ServingSettings

@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from ingest.contract.model_registry import RegistryError, production_version
+from ingest.registry import RegistryError, production_version
 from serving.errors import ModelLoadError
 from serving.metrics import ServingMetrics
 from serving.model_loader import ModelLoader

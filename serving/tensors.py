@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from ingest.contract.model_registry import TensorSpec
+from ingest.registry import TensorSpec
 from serving.errors import InvalidInputError
 from serving.fast_tensors import parse_uint8, split_data
 

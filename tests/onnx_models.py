@@ -1,7 +1,7 @@
 """Contract-conforming ONNX models built with ``onnx.helper`` and numpy (no torch), and registry versions of them.
 
 The trainer exports the real encoders; serving is tested against these stand-ins, which follow the interfaces in
-:mod:`ingest.contract.model_registry` exactly:
+:mod:`ingest.registry` exactly:
 
 * frame encoder: uint8 ``[N, H, W, C]`` → Cast → /255 → (x − mean) / std → NHWC→NCHW → ``len(widths)`` stride-2
   3×3 convolutions with ReLU (``blocks`` more stride-1 ones per stage) → global average pool → MatMul to ``[N, D]``;
@@ -11,7 +11,7 @@ The trainer exports the real encoders; serving is tested against these stand-ins
 
 Weights are seeded: the same seed gives the same model, different seeds give different outputs, so tests can tell
 versions apart. :func:`make_registry_version` publishes a full version (with metadata and, optionally, INT8 variants
-from ``onnxruntime.quantization.quantize_static``) through :func:`~ingest.contract.model_registry.publish_version`.
+from ``onnxruntime.quantization.quantize_static``) through :func:`~ingest.registry.publish_version`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ingest.contract.model_registry import (
+from ingest.registry import (
     DEFAULT_MODEL_NAME,
     InputFormat,
     ModelFile,

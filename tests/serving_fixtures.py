@@ -17,7 +17,7 @@ import onnxruntime as ort
 import orjson
 
 from ingest.bus import Bus
-from ingest.contract.model_registry import DEFAULT_MODEL_NAME
+from ingest.registry import DEFAULT_MODEL_NAME
 from serving.config import ServingSettings
 from serving.node import ServingNode
 

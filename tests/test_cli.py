@@ -15,14 +15,14 @@ import pytest
 
 from ingest.bus import open_bus
 from ingest.bus.embedded import EmbeddedBus
-from ingest.cli.logs import JsonFormatter
-from ingest.cli.windows_tail import tail
 from ingest.contract import FrameCodec
 from ingest.contract.messages import window_message
+from ingest.runtime.logs import JsonFormatter
+from ingest.tools.windows_tail import tail
 from tests.conftest import make_window
 
 ROOT = Path(__file__).resolve().parents[1]
-UMBRELLA = [sys.executable, "-m", "ingest.cli.umbrella"]
+UMBRELLA = [sys.executable, "-m", "ingest.tools.umbrella"]
 COMMON_FLAGS = ("--bus", "--topic", "--config", "--metrics-port", "--log-format")
 
 

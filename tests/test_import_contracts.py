@@ -15,10 +15,10 @@ def lint_imports() -> subprocess.CompletedProcess[str]:
     return subprocess.run([executable], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
 
 
-def test_serving_and_ingest_never_import_trainer_or_torch() -> None:
+def test_the_layers_and_forbidden_imports_hold() -> None:
     result = lint_imports()
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 kept, 0 broken" in result.stdout, result.stdout
+    assert "4 kept, 0 broken" in result.stdout, result.stdout
 
 
 def test_a_forbidden_import_breaks_the_contract(tmp_path: Path) -> None:
@@ -31,3 +31,26 @@ def test_a_forbidden_import_breaks_the_contract(tmp_path: Path) -> None:
         planted.unlink()
     assert result.returncode != 0
     assert "serving._planted_violation -> torch" in result.stdout, result.stdout
+
+
+def test_a_lower_layer_importing_a_higher_one_breaks_the_layers(tmp_path: Path) -> None:
+    # The stream contract is the bottom layer: an import of the runtime from it must be refused.
+    planted = ROOT / "ingest" / "contract" / "_planted_violation.py"
+    planted.write_text("import ingest.runtime.settings  # noqa: F401\n")
+    try:
+        result = lint_imports()
+    finally:
+        planted.unlink()
+    assert result.returncode != 0
+    assert "ingest.contract._planted_violation -> ingest.runtime.settings" in result.stdout, result.stdout
+
+
+def test_the_tools_may_compose_the_services_but_a_service_may_not_import_another() -> None:
+    planted = ROOT / "serving" / "_planted_violation.py"
+    planted.write_text("import ingest.service.service  # noqa: F401\n")
+    try:
+        result = lint_imports()
+    finally:
+        planted.unlink()
+    assert result.returncode != 0
+    assert "serving._planted_violation -> ingest.service.service" in result.stdout, result.stdout

@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry
 from ingest.bus import Delivered
 from ingest.bus.base import Headers
 from ingest.bus.embedded import EmbeddedBus, EmbeddedProducer
-from ingest.cli.telemetry_server import TelemetryServer
 from ingest.contract import decode_header
+from ingest.runtime.telemetry_server import TelemetryServer
 from ingest.service.backoff import Backoff
 from ingest.service.config import CameraConfig, IngestSettings
 from ingest.service.service import IngestService

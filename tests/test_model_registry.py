@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.contract.model_registry import (
+from ingest.registry import (
     CHECKSUM_FILE,
     InputFormat,
     ModelFile,

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.contract.model_registry import TensorSpec
+from ingest.registry import TensorSpec
 from serving.anomaly import RunningStats, ScoreNormaliser, prediction_error
 from serving.batcher import Batcher
 from serving.errors import InvalidInputError, QueueFullError

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.cli.settings import CommonSettings, ConfigError, load_settings
+from ingest.runtime.settings import CommonSettings, ConfigError, load_settings
 
 
 @pytest.fixture(autouse=True)

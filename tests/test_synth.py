@@ -1,4 +1,4 @@
-"""Tests for the synthetic traffic-camera generator (ingest.synth).
+"""Tests for the synthetic traffic-camera generator (ingest.tools.synth).
 
 Clips are short and small (320x180, a few seconds) so the whole file runs in well under a minute.
 """
@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from ingest.synth import (
+from ingest.tools.synth import (
     EVENT_KINDS,
     SCHEMA,
     EventSpec,
@@ -30,13 +30,13 @@ from ingest.synth import (
     labels_path_for,
     parse_event,
 )
-from ingest.synth.camera import Camera
-from ingest.synth.labels import dumps
-from ingest.synth.render import Renderer
-from ingest.synth.scene import Background
-from ingest.synth.scene_layout import RoadLayout
-from ingest.synth.traffic import TrafficSim, Vehicle
-from ingest.synth.traffic_light import LightCycle
+from ingest.tools.synth.camera import Camera
+from ingest.tools.synth.labels import dumps
+from ingest.tools.synth.render import Renderer
+from ingest.tools.synth.scene import Background
+from ingest.tools.synth.scene_layout import RoadLayout
+from ingest.tools.synth.traffic import TrafficSim, Vehicle
+from ingest.tools.synth.traffic_light import LightCycle
 
 W, H, FPS, SECONDS = 320, 180, 30, 8.0
 EVENTS = (EventSpec("wrong_way", 1.0, 3.0), EventSpec("stalled", 2.0, 4.0), EventSpec("jam", 4.0, 4.0))

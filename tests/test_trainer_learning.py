@@ -22,7 +22,7 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from ingest.bus.embedded import EmbeddedBroker, EmbeddedBus
-from ingest.contract.model_registry import (
+from ingest.registry import (
     RegistryError,
     production_version,
     set_production,

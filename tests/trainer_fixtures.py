@@ -23,7 +23,7 @@ from ingest.bus.base import Headers
 from ingest.bus.embedded import EmbeddedBroker, EmbeddedBus
 from ingest.service.config import CameraConfig, IngestSettings
 from ingest.service.service import IngestService
-from ingest.synth import SynthConfig, generate_clip
+from ingest.tools.synth import SynthConfig, generate_clip
 from trainer.config import TrainerSettings
 
 # Small and fast: 64×64 frames, 8-frame windows sampled at 5 fps (cars move a few pixels per frame: the order and

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ingest.bus import open_bus
-from ingest.cli.common import add_common_arguments, common_overrides, on_stop_signals, run_command, start_logging
-from ingest.cli.settings import load_settings
+from ingest.runtime.commands import add_common_arguments, common_overrides, on_stop_signals, run_command, start_logging
+from ingest.runtime.settings import load_settings
 
 log = logging.getLogger("trainer")
 
@@ -82,8 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def action() -> int:
-        from ingest.cli.telemetry_server import TelemetryServer
-        from ingest.contract.model_registry import RegistryError
+        from ingest.registry import RegistryError
+        from ingest.runtime.telemetry_server import TelemetryServer
         from trainer.checkpoint import CheckpointError
         from trainer.config import TrainerSettings
         from trainer.export_onnx import ParityError

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from ingest.durable_files import fsync_directory, write_durably
+from ingest.runtime.durable_files import fsync_directory, write_durably
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ingest.cli.settings import CommonSettings
-from ingest.contract.model_registry import DEFAULT_MODEL_NAME
 from ingest.contract.topics import validate_topic
+from ingest.registry import DEFAULT_MODEL_NAME
+from ingest.runtime.settings import CommonSettings
 
 # ImageNet statistics: a neutral, widely used choice; they are written into the registry metadata.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -26,7 +26,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from ingest.contract import WindowDecodeError, decode_window
-from ingest.contract.model_registry import ModelMetadata, verify_version
+from ingest.registry import ModelMetadata, verify_version
 from trainer.data.augment import evaluation_frames
 from trainer.losses.infonce import info_nce
 from trainer.losses.order import ORDER_CLASSES

@@ -1,4 +1,4 @@
-"""Export to ONNX exactly per the registry's interfaces (:mod:`ingest.contract.model_registry`), check parity with
+"""Export to ONNX exactly per the registry's interfaces (:mod:`ingest.registry`), check parity with
 PyTorch on real windows, optionally quantise to INT8, and publish atomically.
 
 Graphs (normalisation inside, batch axis dynamic, embeddings L2-normalised):
@@ -33,7 +33,7 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from ingest.contract.model_registry import (
+from ingest.registry import (
     InputFormat,
     ModelFile,
     ModelMetadata,

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ingest.contract.model_registry import RegistryError, production_version, set_production
+from ingest.registry import RegistryError, production_version, set_production
 from trainer.evaluate import EvalLog, OnnxModel
 
 log = logging.getLogger(__name__)

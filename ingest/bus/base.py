@@ -16,11 +16,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Self
 
-Headers = tuple[tuple[str, bytes], ...]
+from ingest.contract.records import Delivered, Headers, Record, TopicPartition
+
 StartPosition = Literal["earliest", "latest"]
 
 
@@ -38,47 +38,6 @@ class MessageTooLargeError(BusError):
 
 class UnknownTopicError(BusError):
     """A topic that does not exist was used where it must exist."""
-
-
-@dataclass(frozen=True, order=True)
-class TopicPartition:
-    topic: str
-    partition: int
-
-
-@dataclass(frozen=True)
-class Delivered:
-    """Where an acknowledged message was stored."""
-
-    topic: str
-    partition: int
-    offset: int
-
-
-@dataclass(frozen=True)
-class Record:
-    """A message as a consumer receives it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-    headers: Headers
-    timestamp_ms: int
-
-    @property
-    def topic_partition(self) -> TopicPartition:
-        return TopicPartition(self.topic, self.partition)
-
-    @property
-    def position(self) -> str:
-        """``topic[partition]@offset``: where the record is, for error messages and headers."""
-        return f"{self.topic}[{self.partition}]@{self.offset}"
-
-    def header(self, name: str) -> bytes | None:
-        """The value of the first header called ``name``, or None."""
-        return next((value for key, value in self.headers if key == name), None)
 
 
 class _ClosedOnExit(abc.ABC):

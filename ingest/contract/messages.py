@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ingest.bus.base import Headers, Record
 from ingest.contract.errors import WindowDecodeError
+from ingest.contract.records import Headers, Record
 from ingest.contract.window import Window
 from ingest.contract.wire import (
     CONTENT_TYPE,

@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ingest.cli.settings import CommonSettings
 from ingest.contract import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_MESSAGE_BYTES, FrameCodec
 from ingest.contract.topics import validate_topic
+from ingest.runtime.settings import CommonSettings
 from ingest.sources import SourceSpec
 
 _SIZE = re.compile(r"(\d+)x(\d+)")

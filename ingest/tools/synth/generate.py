@@ -10,17 +10,24 @@ from typing import Any
 
 import numpy as np
 
-from ingest.synth.camera import Camera
-from ingest.synth.config import SynthConfig
-from ingest.synth.labels import build_document, event_records, frame_record, frame_span, labels_path_for, write_labels
-from ingest.synth.lighting import illumination_at
-from ingest.synth.noise import NoiseBank
-from ingest.synth.render import Renderer
-from ingest.synth.scene import Background
-from ingest.synth.scene_layout import RoadLayout
-from ingest.synth.traffic import TrafficSim
-from ingest.synth.traffic_light import LightCycle
-from ingest.synth.video_writer import H264Writer
+from ingest.tools.synth.camera import Camera
+from ingest.tools.synth.config import SynthConfig
+from ingest.tools.synth.labels import (
+    build_document,
+    event_records,
+    frame_record,
+    frame_span,
+    labels_path_for,
+    write_labels,
+)
+from ingest.tools.synth.lighting import illumination_at
+from ingest.tools.synth.noise import NoiseBank
+from ingest.tools.synth.render import Renderer
+from ingest.tools.synth.scene import Background
+from ingest.tools.synth.scene_layout import RoadLayout
+from ingest.tools.synth.traffic import TrafficSim
+from ingest.tools.synth.traffic_light import LightCycle
+from ingest.tools.synth.video_writer import H264Writer
 
 ProgressFn = Callable[[int, int], None]
 

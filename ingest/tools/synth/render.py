@@ -15,14 +15,14 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from ingest.synth.camera import Camera
-from ingest.synth.lighting import ambient_rgb, daylight, haze_rgb, vehicle_lights
-from ingest.synth.noise import NoiseBank
-from ingest.synth.scene import Background, Occluder, haze_amount
-from ingest.synth.scene_layout import RoadLayout
-from ingest.synth.traffic import Vehicle
-from ingest.synth.traffic_light import LightState
-from ingest.synth.vehicles import GLASS, RGB, Box
+from ingest.tools.synth.camera import Camera
+from ingest.tools.synth.lighting import ambient_rgb, daylight, haze_rgb, vehicle_lights
+from ingest.tools.synth.noise import NoiseBank
+from ingest.tools.synth.scene import Background, Occluder, haze_amount
+from ingest.tools.synth.scene_layout import RoadLayout
+from ingest.tools.synth.traffic import Vehicle
+from ingest.tools.synth.traffic_light import LightState
+from ingest.tools.synth.vehicles import GLASS, RGB, Box
 
 U8 = npt.NDArray[np.uint8]
 I32 = npt.NDArray[np.int32]

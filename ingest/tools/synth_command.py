@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ingest.cli.common import run_command
-from ingest.cli.logs import configure_logging
+from ingest.runtime.commands import run_command
+from ingest.runtime.logs import configure_logging
 
 
 def add_parser(subparsers: Any) -> None:
@@ -38,7 +38,7 @@ def add_parser(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     def action() -> int:
-        from ingest.synth import SynthConfig, generate_clip, parse_event
+        from ingest.tools.synth import SynthConfig, generate_clip, parse_event
 
         configure_logging(args.log_format)
         if args.no_events and args.event:

@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from ingest.synth.camera import Camera
-from ingest.synth.lighting import NIGHT_LEVEL, ambient_rgb, haze_rgb, sky_rgb, street_lamps
-from ingest.synth.scene_layout import RoadLayout
+from ingest.tools.synth.camera import Camera
+from ingest.tools.synth.lighting import NIGHT_LEVEL, ambient_rgb, haze_rgb, sky_rgb, street_lamps
+from ingest.tools.synth.scene_layout import RoadLayout
 
 F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]

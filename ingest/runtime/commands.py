@@ -12,9 +12,9 @@ from types import FrameType
 from typing import Any
 
 from ingest.bus import BusError
-from ingest.cli.logs import configure_logging
-from ingest.cli.settings import CommonSettings, ConfigError
 from ingest.contract.errors import ContractError
+from ingest.runtime.logs import configure_logging
+from ingest.runtime.settings import CommonSettings, ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from ingest.bus import Bus, TopicPartition, open_bus
-from ingest.cli.common import add_common_arguments, common_overrides, run_command, start_logging
-from ingest.cli.settings import CommonSettings, load_settings
 from ingest.contract import DEFAULT_JPEG_QUALITY, FrameCodec, Window
 from ingest.contract.messages import window_from_record
+from ingest.runtime.commands import add_common_arguments, common_overrides, run_command, start_logging
+from ingest.runtime.settings import CommonSettings, load_settings
 from ingest.service.config import CameraConfig, IngestSettings
 from ingest.service.service import IngestService
 
@@ -99,7 +99,7 @@ def read_back(bus: Bus, topic: str, expected: int) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace) -> int:
     def action() -> int:
-        from ingest.synth import SynthConfig, generate_clip
+        from ingest.tools.synth import SynthConfig, generate_clip
 
         overrides = common_overrides(args)
         overrides["bus"] = overrides["bus"] or "embedded://demo"

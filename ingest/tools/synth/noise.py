@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from ingest.synth.lighting import noise_sigma
+from ingest.tools.synth.lighting import noise_sigma
 
 U8 = npt.NDArray[np.uint8]
 TIER_SIGMAS = (2.0, 3.4, 4.8)

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from ingest.synth.scene_layout import RoadLayout
+from ingest.tools.synth.scene_layout import RoadLayout
 
 FloatArray = npt.NDArray[np.float64]
 

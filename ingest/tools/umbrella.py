@@ -1,17 +1,12 @@
-"""``streamssl``: the umbrella command. Subcommands of other services plug in through the entry-point group
-``streamssl.commands`` (a function taking the subparsers object), so this package never imports them."""
+"""``streamssl``: the umbrella command over the tools (``synth``, ``windows tail``, ``demo``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
-from importlib.metadata import entry_points
-from typing import Any
 
-from ingest.cli import demo_command, synth_command, windows_tail
-
-PLUGIN_GROUP = "streamssl.commands"
+from ingest.tools import demo_command, synth_command, windows_tail
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,9 +21,6 @@ def build_parser() -> argparse.ArgumentParser:
     windows = subparsers.add_parser("windows", help="inspect windows on the bus")
     windows_commands = windows.add_subparsers(dest="windows_command", metavar="COMMAND", required=True)
     windows_tail.add_parser(windows_commands)
-    for plugin in entry_points(group=PLUGIN_GROUP):
-        register: Any = plugin.load()
-        register(subparsers)
     return parser
 
 

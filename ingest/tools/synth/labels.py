@@ -1,4 +1,4 @@
-"""Ground-truth label records and their JSON file (schema documented in ``ingest.synth``)."""
+"""Ground-truth label records and their JSON file (schema documented in ``ingest.tools.synth``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ingest.synth.events import EventSpec
+from ingest.tools.synth.events import EventSpec
 
 SCHEMA = "streamssl.synth.labels/1"
 DECIMALS = 4

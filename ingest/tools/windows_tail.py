@@ -10,10 +10,10 @@ from typing import Any, TextIO
 
 from ingest.bus import Bus, Record, open_bus
 from ingest.bus.base import StartPosition
-from ingest.cli.common import add_common_arguments, common_overrides, run_command, start_logging
-from ingest.cli.settings import CommonSettings, load_settings
 from ingest.contract.errors import WindowDecodeError
 from ingest.contract.messages import header_from_record
+from ingest.runtime.commands import add_common_arguments, common_overrides, run_command, start_logging
+from ingest.runtime.settings import CommonSettings, load_settings
 
 
 def add_parser(subparsers: Any) -> None:

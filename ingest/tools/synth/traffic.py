@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ingest.synth.events import EventSpec
-from ingest.synth.scene_layout import RoadLayout
-from ingest.synth.traffic_light import LightCycle
-from ingest.synth.vehicles import Driving, VehicleShape, sample_vehicle
+from ingest.tools.synth.events import EventSpec
+from ingest.tools.synth.scene_layout import RoadLayout
+from ingest.tools.synth.traffic_light import LightCycle
+from ingest.tools.synth.vehicles import Driving, VehicleShape, sample_vehicle
 
 S0 = 2.0  # IDM minimum gap, m
 COMFORT_BRAKE = 2.5  # IDM comfortable deceleration, m/s^2

@@ -21,7 +21,7 @@ Same ``SynthConfig`` (seed included) -> byte-identical labels JSON and identical
 
 Usage::
 
-    from ingest.synth import SynthConfig, generate_clip, parse_event
+    from ingest.tools.synth import SynthConfig, generate_clip, parse_event
     result = generate_clip(SynthConfig(seconds=60, seed=1, events=(parse_event("jam@20:8"),)), Path("clip.mp4"))
 
 Outputs: ``clip.mp4`` (H.264 High profile, yuv420p, constant ``fps``, keyframe every
@@ -62,10 +62,10 @@ Labels schema ``streamssl.synth.labels/1`` (JSON, keys sorted, floats rounded to
     }
 """
 
-from ingest.synth.config import SynthConfig
-from ingest.synth.events import DEFAULT_DURATION_S, EVENT_KINDS, EventKind, EventSpec, default_events, parse_event
-from ingest.synth.generate import SynthResult, generate_clip
-from ingest.synth.labels import SCHEMA, labels_path_for
+from ingest.tools.synth.config import SynthConfig
+from ingest.tools.synth.events import DEFAULT_DURATION_S, EVENT_KINDS, EventKind, EventSpec, default_events, parse_event
+from ingest.tools.synth.generate import SynthResult, generate_clip
+from ingest.tools.synth.labels import SCHEMA, labels_path_for
 
 __all__ = [
     "DEFAULT_DURATION_S",

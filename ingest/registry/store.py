@@ -1,51 +1,23 @@
-"""The model registry: how the trainer hands encoders to serving nodes, on a filesystem (or a volume both mount).
-
-Layout::
-
-    REGISTRY/<model>/<version>/            one published version, immutable once renamed into place
-        frame_encoder.onnx, clip_encoder.onnx, predictor.onnx, [*.int8.onnx]
-        metadata.json                      the ModelMetadata below (schema "streamssl.model/1")
-        SHA256SUMS                         `sha256sum -c` format, covering every other file in the directory
-    REGISTRY/<model>/production            one line: the version serving nodes should follow
-
-Versions are decimal integers, increasing (``1``, ``2``, …). A version is written to a hidden temporary directory,
-fsynced and renamed into place, so a reader never sees half of one; the ``production`` pointer is replaced the same
-way. Readers verify every checksum and the metadata before they use a version.
-
-The ONNX interfaces (the contract between the trainer's export and serving):
-
-* ``frame_encoder``: ``frames`` uint8 ``[N, H, W, C]`` (RGB or gray pixels, normalisation inside the graph) →
-  ``embedding`` float32 ``[N, D]``.
-* ``clip_encoder``: ``frames`` uint8 ``[N, T, H, W, C]`` → ``frame_embeddings`` float32 ``[N, T, D]`` and
-  ``clip_embedding`` float32 ``[N, D]``.
-* ``predictor``: ``context`` float32 ``[N, K, D]`` (embeddings of the first K frames) → ``predicted`` float32
-  ``[N, M, D]`` (embeddings of the next M frames). The anomaly score compares them with the frames' actual embeddings.
-* ``pixel_predictor`` (optional): ``frames`` uint8 ``[N, K, H, W, C]`` → ``next_frame`` float32 ``[N, h, w, C]`` in
-  [0, 1], a low-resolution prediction of frame K+1.
-"""
+"""The registry on disk: publish a version atomically, move the production pointer, verify a version's checksums."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from ingest.durable_files import fsync_directory, write_durably
+from ingest.registry.metadata import ModelMetadata
+from ingest.runtime.durable_files import fsync_directory, write_durably
 
-SCHEMA = "streamssl.model/1"
-DEFAULT_MODEL_NAME = "streamssl-encoder"
 PRODUCTION_POINTER = "production"
 METADATA_FILE = "metadata.json"
 CHECKSUM_FILE = "SHA256SUMS"
 
-Role = Literal["frame_encoder", "clip_encoder", "predictor", "pixel_predictor"]
 _VERSION = re.compile(r"[1-9][0-9]{0,8}")
 _CHECKSUM_LINE = re.compile(r"([0-9a-f]{64}) [ *](.+)")
 
@@ -53,55 +25,6 @@ _CHECKSUM_LINE = re.compile(r"([0-9a-f]{64}) [ *](.+)")
 class RegistryError(Exception):
     """A registry operation failed, or a version is missing, incomplete, tampered with or malformed."""
 
-
-class TensorSpec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str
-    shape: list[int | str]  # a string is a dynamic axis, e.g. "batch"
-    dtype: Literal["uint8", "float32"]
-
-
-class ModelFile(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    role: Role
-    path: str = Field(pattern=r"^[A-Za-z0-9._-]+\.onnx$")
-    precision: Literal["fp32", "int8"] = "fp32"
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-
-
-class InputFormat(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    height: int = Field(gt=0)
-    width: int = Field(gt=0)
-    channels: Literal[1, 3]
-    window: int = Field(gt=1, description="frames per window the clip encoder was trained on")
-    context_frames: int = Field(gt=0, description="K: frames the predictor sees")
-    future_frames: int = Field(gt=0, description="M: frames the predictor predicts")
-    embedding_dim: int = Field(gt=0)
-    normalisation: dict[str, list[float]] = Field(description="mean and std per channel, on pixels scaled to [0, 1]")
-
-
-class ModelMetadata(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-    schema_: Literal["streamssl.model/1"] = Field("streamssl.model/1", alias="schema")
-    model: str
-    version: str = ""  # filled in by publish_version
-    created_at: str
-    step: int = Field(ge=0)
-    config_hash: str
-    opset: int = Field(ge=17)
-    input: InputFormat
-    files: list[ModelFile]
-    metrics: dict[str, float] = Field(default_factory=dict)
-    extra: dict[str, Any] = Field(default_factory=dict)
-
-    def file(self, role: Role, precision: Literal["fp32", "int8"] = "fp32") -> ModelFile | None:
-        return next((f for f in self.files if f.role == role and f.precision == precision), None)
 
 
 def sha256_file(path: Path) -> str:
@@ -218,8 +141,3 @@ def verify_version(directory: Path) -> ModelMetadata:
     if missing:
         raise RegistryError(f"{directory}: metadata lists missing files {missing}")
     return metadata
-
-
-def metadata_to_json(metadata: ModelMetadata) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(metadata.model_dump_json(by_alias=True))
-    return result

@@ -1,1 +1,0 @@
-"""Command-line plumbing shared by every StreamSSL command: common flags, layered configuration, logging."""
