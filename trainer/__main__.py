@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ingest.runtime.telemetry_server import TelemetryServer
         from trainer.checkpoint import CheckpointError
         from trainer.config import TrainerSettings
+        from trainer.distributed import local_rank
         from trainer.export_onnx import ParityError
         from trainer.loop import Trainer
 
@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             telemetry = None
             if settings.metrics_port:
                 # One port per process under torchrun: the base port plus the local rank.
-                port = settings.metrics_port + int(os.environ.get("LOCAL_RANK", "0"))
+                port = settings.metrics_port + local_rank()
                 telemetry = TelemetryServer(port, trainer.metrics.registry, trainer.ready).start()
                 log.info("metrics on :%d/metrics, probes on /healthz and /readyz", telemetry.port)
             try:

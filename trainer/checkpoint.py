@@ -26,7 +26,6 @@ import io
 import logging
 import re
 import struct
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 
 import torch
 
-from ingest.runtime.durable_files import fsync_directory, write_durably
+from ingest.runtime.durable_files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +111,7 @@ def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep_la
     directory.mkdir(parents=True, exist_ok=True)
     blob = encode_checkpoint(payload)
     final = checkpoint_path(directory, step)
-    temporary = directory / f".{final.name}.tmp-{uuid.uuid4().hex}"
-    try:
-        write_durably(temporary, blob)
-        temporary.replace(final)
-        fsync_directory(directory)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_atomically(final, blob)
     for old in checkpoint_files(directory)[keep_last:]:
         old.path.unlink(missing_ok=True)
     for stale in directory.glob(".checkpoint-*.tmp-*"):  # left by a crash mid-write

@@ -34,17 +34,21 @@ class Distributed:
         return self.rank == 0
 
 
+def local_rank() -> int:
+    """This process's rank on its machine, as torchrun sets ``LOCAL_RANK`` (0 without torchrun)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def init_distributed(device_type: str) -> Distributed:
     """Join the torchrun process group (gloo on CPU, nccl on CUDA) if there is one."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Distributed()
     rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not torch_dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         torch_dist.init_process_group(backend=backend, timeout=_TIMEOUT)
-    return Distributed(rank, world_size, local_rank)
+    return Distributed(rank, world_size, local_rank())
 
 
 def any_true(flags: list[bool], dist: Distributed, device: torch.device) -> list[bool]:

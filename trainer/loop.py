@@ -19,7 +19,6 @@ last record taken from each partition. On start the consumer resumes at those of
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -38,6 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ingest.bus import Bus, BusError, TopicPartition
 from ingest.contract import decode_window
+from ingest.runtime.durable_files import write_atomically
 from trainer import distributed
 from trainer.checkpoint import load_latest, save_checkpoint
 from trainer.collapse import collapse_stats
@@ -49,7 +49,7 @@ from trainer.data.decode_pool import DecodePool
 from trainer.data.heldout import HeldOutSet
 from trainer.data.replay import ReplayBuffer
 from trainer.data.window_source import WindowSource, check_record
-from trainer.distributed import Distributed
+from trainer.distributed import Distributed, local_rank
 from trainer.evaluate import EvalLog, evaluate_model, prepare_windows
 from trainer.export_job import BackgroundExport, ExportJob, ExportOutcome, ExportSpec, run_export
 from trainer.losses.total import LossParts, compute_losses
@@ -118,7 +118,7 @@ class Trainer:
     def run(self) -> RunResult:
         settings = self.settings
         torch.set_num_threads(settings.threads)
-        device = resolve_device(settings.device, int(os.environ.get("LOCAL_RANK", "0")))
+        device = resolve_device(settings.device, local_rank())
         if device.type == "cuda":
             # NCCL's object collectives and barriers use the current device: without this every rank would use GPU 0.
             torch.cuda.set_device(device)
@@ -219,10 +219,7 @@ class _Run:
     def _write_config(self) -> None:
         """The run's resolved settings beside its checkpoints (as jepa does), replaced atomically."""
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        path = self.checkpoint_dir / CONFIG_FILE
-        temporary = path.with_name(f".{CONFIG_FILE}.tmp")
-        temporary.write_text(self.settings.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        temporary.replace(path)
+        write_atomically(self.checkpoint_dir / CONFIG_FILE, (self.settings.model_dump_json(indent=2) + "\n").encode())
 
     # --- checkpoints ----------------------------------------------------------------------------------------
     def _restore(self, payload: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ingest.registry.metadata import ModelMetadata
-from ingest.runtime.durable_files import fsync_directory, write_durably
+from ingest.runtime.durable_files import fsync_directory, write_atomically, write_durably
 
 PRODUCTION_POINTER = "production"
 METADATA_FILE = "metadata.json"
@@ -82,11 +82,7 @@ def publish_version(registry: Path, metadata: ModelMetadata, files: dict[str, Pa
 def set_production(registry: Path, model: str, version: str) -> None:
     """Point ``production`` at ``version`` (which must verify), replacing the pointer atomically."""
     verify_version(registry / model / version)
-    model_dir = registry / model
-    temporary = model_dir / f".{PRODUCTION_POINTER}-{uuid.uuid4().hex}"
-    write_durably(temporary, f"{version}\n".encode())
-    temporary.replace(model_dir / PRODUCTION_POINTER)
-    fsync_directory(model_dir)
+    write_atomically(registry / model / PRODUCTION_POINTER, f"{version}\n".encode())
 
 
 def production_version(registry: Path, model: str) -> str | None:

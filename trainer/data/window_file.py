@@ -3,31 +3,24 @@ bytes of the window wire format (:mod:`ingest.contract.wire`). Written atomicall
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Iterable
 from pathlib import Path
 
 from ingest.contract import WindowDecodeError, decode_header
+from ingest.runtime.durable_files import write_atomically
 
 MAGIC = b"SSLWINDOWS1\n"
 _LENGTH = struct.Struct("<I")
 
 
 def write_windows_file(path: Path, messages: Iterable[bytes]) -> int:
-    """Write ``messages`` (encoded windows) to ``path`` via a temporary file and a rename; return the count."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    count = 0
-    with temporary.open("wb") as stream:
-        stream.write(MAGIC)
-        for message in messages:
-            stream.write(_LENGTH.pack(len(message)))
-            stream.write(message)
-            count += 1
-        stream.flush()
-        os.fsync(stream.fileno())
-    temporary.replace(path)
-    return count
+    """Write ``messages`` (encoded windows) to ``path`` atomically and durably; return the count."""
+    parts = [MAGIC]
+    for message in messages:
+        parts += [_LENGTH.pack(len(message)), message]
+    write_atomically(path, b"".join(parts))
+    return (len(parts) - 1) // 2
 
 
 def read_windows_file(path: Path) -> list[bytes]:
