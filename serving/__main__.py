@@ -12,87 +12,77 @@ import logging
 import sys
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from ingest.runtime.commands import add_common_arguments, common_overrides, on_stop_signals, run_command, start_logging
+from ingest.runtime.commands import on_stop_signals, run_command, start_logging
+from ingest.runtime.flags import Flag, add_common_flags, add_flags, common_flags, given_settings
 from ingest.runtime.settings import load_settings
+from serving.config import ServingSettings
 
 log = logging.getLogger("serving")
+
+
+MODEL_FLAGS = (
+    Flag("registry", metavar="DIR"),
+    Flag("model", metavar="NAME"),
+    Flag("version", metavar="V"),
+    Flag("precision", help="model files to load"),
+    Flag("providers", metavar="LIST", help="execution providers in order: tensorrt,cuda,openvino,cpu"),
+    Flag("threads", metavar="N"),
+    Flag("inter_op_threads", metavar="N"),
+    Flag("reload_interval_s", name="--reload-interval", metavar="S"),
+)
+HTTP_FLAGS = (
+    Flag("host", help="listen address"),
+    Flag("port", metavar="N"),
+    Flag("http", name="--no-http", help="stream mode only: no HTTP API"),
+    Flag("token_file", metavar="F", help="require this bearer token (health endpoints stay open)"),
+    Flag("max_body_bytes", metavar="N"),
+)
+BATCHING_FLAGS = (
+    Flag("max_batch_size", metavar="N"),
+    Flag("max_queue_delay_ms", metavar="MS"),
+    Flag("max_queue", metavar="N"),
+    Flag(
+        "instances",
+        metavar="N",
+        help="batches run at once; on a small CPU box, N = cores with --threads 1 serves the most",
+    ),
+)
+STREAM_FLAGS = (
+    Flag("stream_topic", metavar="IN"),
+    Flag("output_topic", metavar="OUT"),
+    Flag("group_id", metavar="ID"),
+)
+FLAGS = (*MODEL_FLAGS, *HTTP_FLAGS, *BATCHING_FLAGS, *STREAM_FLAGS)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamssl-serve",
         description="Serve embeddings and anomaly scores from the ONNX encoder (Open Inference Protocol) and "
-        "Prometheus metrics; optionally score windows from a bus topic.",
+        "Prometheus metrics; optionally score windows from a bus topic (--stream-topic).",
     )
-    add_common_arguments(parser)
-    model = parser.add_argument_group("model")
-    model.add_argument("--registry", type=Path, metavar="DIR", help="model registry directory")
-    model.add_argument("--model", metavar="NAME", help="registry model name (default streamssl-encoder)")
-    model.add_argument("--version", metavar="V", help="pin this version (default: follow the production pointer)")
-    model.add_argument("--precision", choices=["fp32", "int8"], help="model files to load (default fp32)")
-    model.add_argument("--providers", metavar="LIST", help="execution providers in order: tensorrt,cuda,openvino,cpu")
-    model.add_argument("--threads", type=int, metavar="N", help="onnxruntime intra-op threads (0 = all cores)")
-    model.add_argument("--inter-op-threads", type=int, metavar="N", help="onnxruntime inter-op threads")
-    model.add_argument("--reload-interval", type=float, metavar="S", help="registry poll interval (default 10 s)")
-    http = parser.add_argument_group("HTTP API")
-    http.add_argument("--host", help="listen address (default 0.0.0.0)")
-    http.add_argument("--port", type=int, metavar="N", help="listen port (default 8080; 0 = any free port)")
-    http.add_argument("--no-http", dest="http", action="store_false", default=None, help="stream mode only")
-    http.add_argument("--token-file", type=Path, metavar="F", help="require this bearer token (health stays open)")
-    http.add_argument("--max-body-bytes", type=int, metavar="N", help="larger bodies get 413 (default 16 MiB)")
-    batching = parser.add_argument_group("batching")
-    batching.add_argument("--max-batch-size", type=int, metavar="N", help="images per batch (default 32)")
-    batching.add_argument("--max-queue-delay-ms", type=float, metavar="MS", help="wait to fill a batch (default 2)")
-    batching.add_argument("--max-queue", type=int, metavar="N", help="queued requests before 503 (default 256)")
-    batching.add_argument(
-        "--instances",
-        type=int,
-        metavar="N",
-        help="batches run at once (default 1); on a small CPU box, N = cores with --threads 1 serves the most",
-    )
-    stream = parser.add_argument_group("stream mode")
-    stream.add_argument("--stream-topic", metavar="IN", help="consume windows from this topic")
-    stream.add_argument("--output-topic", metavar="OUT", help="publish results here (default streamssl.scores)")
-    stream.add_argument("--group-id", metavar="ID", help="consumer group (default streamssl-serve.<model>)")
+    # No --topic: the node reads windows only in stream mode, from --stream-topic.
+    add_common_flags(parser, ServingSettings, topic=False)
+    for title, flags in (
+        ("model", MODEL_FLAGS),
+        ("HTTP API", HTTP_FLAGS),
+        ("batching", BATCHING_FLAGS),
+        ("stream mode", STREAM_FLAGS),
+    ):
+        add_flags(parser.add_argument_group(title), ServingSettings, flags)
     return parser
 
 
-_FLAGS = {
-    "registry": "registry",
-    "model": "model",
-    "version": "version",
-    "precision": "precision",
-    "providers": "providers",
-    "threads": "threads",
-    "inter_op_threads": "inter_op_threads",
-    "reload_interval": "reload_interval_s",
-    "host": "host",
-    "port": "port",
-    "http": "http",
-    "token_file": "token_file",
-    "max_body_bytes": "max_body_bytes",
-    "max_batch_size": "max_batch_size",
-    "max_queue_delay_ms": "max_queue_delay_ms",
-    "max_queue": "max_queue",
-    "instances": "instances",
-    "stream_topic": "stream_topic",
-    "output_topic": "output_topic",
-    "group_id": "group_id",
-}
-
-
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {**common_overrides(args), **{field: getattr(args, flag) for flag, field in _FLAGS.items()}}
+    return given_settings(args, (*common_flags(topic=False), *FLAGS))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def action() -> int:
-        from serving.config import ServingSettings
         from serving.errors import ModelLoadError
         from serving.node import ServingNode
 

@@ -82,6 +82,8 @@ class ServingSettings(CommonSettings):
 
     @model_validator(mode="after")
     def _something_to_do(self) -> ServingSettings:
+        if "topic" in self.model_fields_set:
+            raise ValueError("the serving node reads no 'topic': stream mode reads windows from stream_topic")
         if not self.http and self.stream_topic is None:
             raise ValueError("with the HTTP API off, give --stream-topic: the node would have nothing to do")
         if self.stream_topic is not None and self.stream_topic == self.output_topic:

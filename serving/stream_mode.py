@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from ingest.bus import Bus, BusConsumer, BusError, BusProducer, Delivered, Record, TopicPartition
 from ingest.contract import Window, WindowDecodeError
-from ingest.contract.messages import HEADER_ERROR, window_from_record
-from ingest.contract.topics import dead_letter_topic
+from ingest.contract.messages import window_from_record
+from ingest.runtime.dead_letters import DeadLetters
 from serving.anomaly import ScoreNormaliser
 from serving.batcher import Batcher
 from serving.errors import ServingError
@@ -33,12 +33,10 @@ from serving.windows import RESULT_SCHEMA, score_window, window_frames
 
 log = logging.getLogger(__name__)
 
-HEADER_SOURCE = "streamssl-source"  # topic[partition]@offset of the input a dead letter came from
 _POLL_S = 0.5
 _LAG_INTERVAL_S = 5.0
 _RECONNECT_S = 2.0
 _REPUBLISH_S = 1.0  # pause before reading unacknowledged windows again, so a dead broker is not hammered
-_MAX_REASON = 1000  # characters of the error kept in a dead letter's header
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,6 @@ class StreamWorker:
     ) -> None:
         self.bus = bus
         self.config = config
-        self.dead_letter_topic = dead_letter_topic(config.input_topic)
         self.slot = slot
         self.batcher = batcher
         self.normaliser = normaliser
@@ -78,7 +75,7 @@ class StreamWorker:
         self._lag_checked = 0.0
 
     def start(self) -> None:
-        for topic in (self.config.input_topic, self.config.output_topic, self.dead_letter_topic):
+        for topic in (self.config.input_topic, self.config.output_topic):
             self.bus.create_topic(topic, self.config.partitions)
         self._thread.start()
 
@@ -96,6 +93,7 @@ class StreamWorker:
         while self.slot.current is None and not self._stop.wait(0.2):
             pass  # nothing to score with yet: do not take partitions from members that could
         with self.bus.producer() as producer:
+            dead_letters = DeadLetters(self.bus, self.config.input_topic, producer)
             while not self._stop.is_set():
                 try:
                     with self.bus.consumer(
@@ -107,20 +105,20 @@ class StreamWorker:
                             self.config.input_topic,
                             self.config.output_topic,
                             self.config.group_id,
-                            self.dead_letter_topic,
+                            dead_letters.topic,
                         )
-                        self._consume(consumer, producer)
+                        self._consume(consumer, producer, dead_letters)
                 except Exception as error:  # the loop must outlive any bus or processing failure
                     log.error("stream mode: %s; reconnecting in %.0f s", error, _RECONNECT_S, exc_info=error)
                     self._stop.wait(_RECONNECT_S)
                 finally:
                     self.consuming.clear()
 
-    def _consume(self, consumer: BusConsumer, producer: BusProducer) -> None:
+    def _consume(self, consumer: BusConsumer, producer: BusProducer, dead_letters: DeadLetters) -> None:
         while not self._stop.is_set():
             records = consumer.poll(_POLL_S, max_records=self.config.poll_records)
             if records:
-                if not self._process(records, producer):
+                if not self._process(records, producer, dead_letters):
                     self._stop.wait(_REPUBLISH_S)
                     return  # reopen: the group hands back the partitions at their committed offsets
                 offsets: dict[TopicPartition, int] = {}
@@ -135,7 +133,7 @@ class StreamWorker:
                     self._next_offsets.update(offsets)
             self._update_lag(consumer)
 
-    def _process(self, records: list[Record], producer: BusProducer) -> bool:
+    def _process(self, records: list[Record], producer: BusProducer, dead_letters: DeadLetters) -> bool:
         """Score and publish ``records``; True once every result and dead letter is acknowledged."""
         sends: list[Future[Delivered]] = []
         scored = dead = 0
@@ -147,7 +145,7 @@ class StreamWorker:
                         window = window_from_record(record)
                         frames = window_frames(model, window)
                     except (WindowDecodeError, ServingError) as error:
-                        sends.append(self._dead_letter(producer, record, str(error)))
+                        dead_letters.send(record, str(error))
                         dead += 1
                         continue
                     pending.append((record, window, self.batcher.submit_windows(model, frames, block=True)))
@@ -155,7 +153,7 @@ class StreamWorker:
                     try:
                         outputs = future.result()
                     except Exception as error:  # inference failed for this window: park it, keep going
-                        sends.append(self._dead_letter(producer, record, f"inference failed: {error}"))
+                        dead_letters.send(record, f"inference failed: {error}")
                         dead += 1
                         continue
                     result = score_window(model, window, outputs, self.normaliser, with_embedding=True)
@@ -173,6 +171,7 @@ class StreamWorker:
                     scored += 1
             for sent in sends:
                 sent.result(timeout=self.config.ack_timeout_s)
+            dead_letters.flush(self.config.ack_timeout_s)
         except Exception as error:  # not acknowledged: commit nothing, read these windows again
             self.metrics.stream_publish_errors.inc()
             log.error(
@@ -182,15 +181,6 @@ class StreamWorker:
         self.metrics.stream_windows.labels("scored").inc(scored)
         self.metrics.stream_windows.labels("dead_lettered").inc(dead)
         return True
-
-    def _dead_letter(self, producer: BusProducer, record: Record, reason: str) -> Future[Delivered]:
-        log.warning("stream mode: dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
-        headers = (
-            *record.headers,
-            (HEADER_ERROR, reason[:_MAX_REASON].encode("utf-8")),
-            (HEADER_SOURCE, record.position.encode()),
-        )
-        return producer.send(self.dead_letter_topic, record.value, key=record.key, headers=headers)
 
     def _update_lag(self, consumer: BusConsumer) -> None:
         now = time.monotonic()

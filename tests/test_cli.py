@@ -35,7 +35,29 @@ def test_every_service_runs_as_a_module_with_help_and_the_common_flags(module: s
     result = run(sys.executable, "-m", module, "--help")
     assert result.returncode == 0, result.stderr
     for flag in COMMON_FLAGS:
+        if module == "serving" and flag == "--topic":
+            continue  # serving reads windows only in stream mode, from --stream-topic (next test)
         assert flag in result.stdout, f"python -m {module} --help lacks {flag}"
+
+
+def test_no_flag_is_silently_ignored_serving_refuses_topic(tmp_path: Path) -> None:
+    # It used to accept --topic and ignore it; a user who meant --stream-topic now learns so.
+    result = run(sys.executable, "-m", "serving", "--registry", str(tmp_path), "--topic", "cams")
+    assert result.returncode == 2
+    assert "unrecognized arguments: --topic" in result.stderr
+    config = tmp_path / "serve.yaml"
+    config.write_text("topic: cams\n")
+    result = run(sys.executable, "-m", "serving", "--registry", str(tmp_path), "--config", str(config))
+    assert result.returncode == 2
+    assert "reads no 'topic'" in result.stderr, result.stderr
+
+
+def test_help_takes_defaults_from_the_settings() -> None:
+    from trainer.config import TrainerSettings
+
+    result = run(sys.executable, "-m", "trainer", "--help")
+    batch = TrainerSettings.model_fields["data"].default_factory().batch_size  # type: ignore[misc,call-arg]
+    assert f"(default: {batch})" in " ".join(result.stdout.split()), result.stdout
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,8 @@ from ingest.bus import Bus, BusConsumer, BusProducer, BusUnavailableError, Deliv
 from ingest.bus.base import Headers, StartPosition
 from ingest.bus.embedded import EmbeddedBus
 from ingest.contract import Window
-from ingest.contract.messages import HEADER_ERROR, window_message
+from ingest.contract.dead_letters import HEADER_ERROR
+from ingest.contract.messages import window_message
 from ingest.contract.topics import dead_letter_topic
 from tests.conftest import make_window
 from tests.onnx_models import make_registry_version

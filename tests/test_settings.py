@@ -81,3 +81,28 @@ def test_bad_settings_name_the_problem(tmp_path: Path, text: str, message: str) 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(CommonSettings, tmp_path / "absent.yaml")
+
+
+def test_flags_are_built_from_the_settings_fields() -> None:
+    import argparse
+
+    from ingest.runtime.flags import Flag, add_flags, given_settings
+    from serving.config import ServingSettings
+    from trainer.config import TrainerSettings
+
+    trainer_flags = (Flag("max_steps", metavar="N"), Flag("data.batch_size"), Flag("device"), Flag("compile"))
+    parser = argparse.ArgumentParser()
+    add_flags(parser, TrainerSettings, trainer_flags)
+    args = parser.parse_args(["--batch-size", "4", "--device", "cpu", "--compile"])
+    assert given_settings(args, trainer_flags) == {"data": {"batch_size": 4}, "device": "cpu", "compile": True}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--device", "tpu"])  # choices come from the Literal
+
+    serving_flags = (Flag("http", name="--no-http"),)
+    parser = argparse.ArgumentParser()
+    add_flags(parser, ServingSettings, serving_flags)
+    assert given_settings(parser.parse_args([]), serving_flags) == {}
+    assert given_settings(parser.parse_args(["--no-http"]), serving_flags) == {"http": False}
+
+    with pytest.raises(KeyError, match="no setting 'data.nope'"):
+        add_flags(argparse.ArgumentParser(), TrainerSettings, (Flag("data.nope"),))

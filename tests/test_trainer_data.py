@@ -14,13 +14,14 @@ from prometheus_client import CollectorRegistry
 from ingest.bus import TopicPartition
 from ingest.bus.embedded import EmbeddedBus
 from ingest.contract import FrameCodec, WindowDecodeError, encode_window
-from ingest.contract.messages import HEADER_ERROR, window_message
+from ingest.contract.dead_letters import HEADER_ERROR
+from ingest.contract.messages import window_message
 from ingest.contract.topics import dead_letter_topic
+from ingest.runtime.dead_letters import DeadLetters
 from tests.conftest import make_window
 from trainer.config import DataConfig, ModelConfig
 from trainer.data.augment import ClipAugment, match_channels
 from trainer.data.batches import BatchPlanner, Journal
-from trainer.data.dead_letters import DeadLetters
 from trainer.data.heldout import HeldOutSet, held_out_by_hash
 from trainer.data.replay import ReplayBuffer, StoredWindow
 from trainer.data.window_file import read_windows_file, write_windows_file

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from ingest.bus import TopicPartition
 from ingest.bus.embedded import EmbeddedBus
-from ingest.contract.messages import HEADER_ERROR
+from ingest.contract.dead_letters import HEADER_ERROR
 from ingest.contract.topics import dead_letter_topic
 from ingest.registry import versions
 from tests.trainer_fixtures import Message, publish, small_settings, traffic_messages

@@ -14,14 +14,35 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ingest.bus import open_bus
-from ingest.runtime.commands import add_common_arguments, common_overrides, on_stop_signals, run_command, start_logging
+from ingest.runtime.commands import on_stop_signals, run_command, start_logging
+from ingest.runtime.flags import Flag, add_common_flags, add_flags, common_flags, given_settings
 from ingest.runtime.settings import load_settings
+from trainer.config import TrainerSettings
 
 log = logging.getLogger("trainer")
+
+
+FLAGS = (
+    Flag("registry", metavar="DIR"),
+    Flag("checkpoint_dir", metavar="DIR"),
+    Flag("max_steps", metavar="N"),
+    Flag("eval_every", metavar="N", help="evaluate on held-out windows every N steps"),
+    Flag("export_every", metavar="N", help="export and run the promotion gate every N steps"),
+    Flag("device", help="auto: CUDA when present"),
+    Flag("threads", metavar="N"),
+    Flag("compile"),
+    Flag("data.group_id", metavar="ID"),
+    Flag("data.batch_size", metavar="N"),
+    Flag("data.journal", metavar="FILE"),
+    Flag("checkpoint.every_steps", name="--checkpoint-every", metavar="N", help="checkpoint every N steps"),
+    Flag("eval.topic", name="--eval-topic", metavar="NAME"),
+    Flag("eval.file", name="--eval-file", metavar="FILE"),
+    Flag("export.model_name", metavar="NAME", help="registry model name"),
+    Flag("export.int8"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,50 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
         "order, next-frame pixels); checkpoint with exact resume; export to an ONNX model registry behind a "
         "promotion gate.",
     )
-    add_common_arguments(parser)
-    group = parser.add_argument_group("trainer (also in --config: see trainer/config.py)")
-    group.add_argument("--registry", type=Path, metavar="DIR", help="model registry directory")
-    group.add_argument("--checkpoint-dir", type=Path, metavar="DIR", help="checkpoints, config and eval log")
-    group.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps: export, gate, exit 0")
-    group.add_argument("--eval-every", type=int, metavar="N", help="evaluate on held-out windows every N steps")
-    group.add_argument("--export-every", type=int, metavar="N", help="export and gate every N steps")
-    group.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto (CUDA when present)")
-    group.add_argument("--threads", type=int, metavar="N", help="torch CPU threads per process (default 2)")
-    group.add_argument("--group-id", metavar="ID", help="consumer group (default streamssl-trainer)")
-    group.add_argument("--batch-size", type=int, metavar="N", help="windows per step and process (default 16)")
-    group.add_argument("--checkpoint-every", type=int, metavar="N", help="checkpoint every N steps (default 100)")
-    group.add_argument("--eval-topic", metavar="NAME", help="held-out windows from this topic")
-    group.add_argument("--eval-file", type=Path, metavar="FILE", help="held-out windows from a windows file")
-    group.add_argument("--model-name", metavar="NAME", help="registry model name (default streamssl-encoder)")
-    group.add_argument("--int8", action="store_true", default=None, help="also publish an INT8 frame encoder")
-    group.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    group.add_argument("--journal", type=Path, metavar="FILE", help="log every record taken (JSON lines)")
+    add_common_flags(parser, TrainerSettings)
+    group = parser.add_argument_group("trainer (every setting also in --config: see trainer/config.py)")
+    add_flags(group, TrainerSettings, FLAGS)
     return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    overrides = common_overrides(args)
-    overrides.update(
-        registry=args.registry,
-        checkpoint_dir=args.checkpoint_dir,
-        max_steps=args.max_steps,
-        eval_every=args.eval_every,
-        export_every=args.export_every,
-        device=args.device,
-        threads=args.threads,
-        compile=args.compile,
-    )
-    sections = {
-        "data": {"group_id": args.group_id, "batch_size": args.batch_size, "journal": args.journal},
-        "checkpoint": {"every_steps": args.checkpoint_every},
-        "eval": {"topic": args.eval_topic, "file": args.eval_file},
-        "export": {"model_name": args.model_name, "int8": args.int8},
-    }
-    for name, values in sections.items():
-        given = {key: value for key, value in values.items() if value is not None}
-        if given:
-            overrides[name] = given
-    return overrides
+    return given_settings(args, (*common_flags(), *FLAGS))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,9 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ingest.registry import RegistryError
         from ingest.runtime.telemetry_server import TelemetryServer
         from trainer.checkpoint import CheckpointError
-        from trainer.config import TrainerSettings
         from trainer.distributed import local_rank
-        from trainer.export_onnx import ParityError
         from trainer.loop import Trainer
 
         settings = load_settings(TrainerSettings, args.config, _overrides(args))
@@ -103,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log.info("metrics on :%d/metrics, probes on /healthz and /readyz", telemetry.port)
             try:
                 result = trainer.run()
-            except (CheckpointError, RegistryError, ParityError) as error:
+            except (CheckpointError, RegistryError) as error:
                 print(f"streamssl-train: error: {error}", file=sys.stderr)
                 return 1
             finally:

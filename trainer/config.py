@@ -183,8 +183,8 @@ class ExportConfig(BaseModel):
 class TrainerSettings(CommonSettings):
     """Everything ``streamssl-train`` needs. Paths are required; the rest has working defaults."""
 
-    registry: Path = Field(description="model registry directory (--registry)")
-    checkpoint_dir: Path = Field(description="checkpoints, the resolved config and the eval log (--checkpoint-dir)")
+    registry: Path = Field(description="model registry directory")
+    checkpoint_dir: Path = Field(description="checkpoints, the resolved config and the eval log")
     max_steps: int | None = Field(None, ge=1, description="stop (export, gate, exit 0) after this many steps")
     eval_every: int = Field(200, ge=1)
     export_every: int = Field(1000, ge=1)

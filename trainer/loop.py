@@ -37,6 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ingest.bus import Bus, BusError, TopicPartition
 from ingest.contract import decode_window
+from ingest.runtime.dead_letters import DeadLetters
 from ingest.runtime.durable_files import write_atomically
 from trainer import distributed
 from trainer.checkpoint import load_latest, save_checkpoint
@@ -44,7 +45,6 @@ from trainer.collapse import collapse_stats
 from trainer.config import ModelConfig, TrainerSettings, config_hash
 from trainer.data.augment import ClipAugment, evaluation_frames
 from trainer.data.batches import Batch, BatchAssembler, BatchPlan, BatchPlanner, Journal, record_from_state
-from trainer.data.dead_letters import DeadLetters
 from trainer.data.decode_pool import DecodePool
 from trainer.data.heldout import HeldOutSet
 from trainer.data.replay import ReplayBuffer

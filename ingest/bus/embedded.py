@@ -31,8 +31,9 @@ from ingest.bus.base import (
     TopicPartition,
     UnknownTopicError,
 )
-
-DEFAULT_MAX_MESSAGE_BYTES = 1_048_576
+from ingest.contract import (
+    DEFAULT_MAX_MESSAGE_BYTES,  # the same limit as Kafka's producer: what one takes, so does the other
+)
 
 
 def partition_for_key(key: bytes | None, partitions: int, fallback: int) -> int:

@@ -21,7 +21,6 @@ from ingest.contract.wire import (
 
 HEADER_SCHEMA_VERSION = "streamssl-schema-version"
 HEADER_CONTENT_TYPE = "content-type"
-HEADER_ERROR = "streamssl-error"
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,12 @@
-"""The flags every StreamSSL service takes, and the error handling every command shares."""
+"""What every StreamSSL command shares at run time: logging set-up, stop signals, exit codes and error handling."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from ingest.bus import BusError
 from ingest.contract.errors import ContractError
@@ -20,33 +17,6 @@ log = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--bus --topic --config --metrics-port --log-format --log-level``; unset flags leave the config's value."""
-    group = parser.add_argument_group("common options (also from --config YAML and STREAMSSL_* variables)")
-    group.add_argument("--bus", metavar="URL", help="embedded://[NAME] (default) or kafka://HOST:PORT[,HOST:PORT]")
-    group.add_argument("--topic", metavar="NAME", help="topic of windows (default: streamssl.windows)")
-    group.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help="YAML settings; flags override it, STREAMSSL_* variables override both",
-    )
-    group.add_argument("--metrics-port", type=int, metavar="N", help="serve Prometheus metrics on port N (0 = off)")
-    group.add_argument("--log-format", choices=["text", "json"], help="log lines as text (default) or JSON")
-    group.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
-
-
-def common_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The common flags the user actually gave, as settings overrides."""
-    return {
-        "bus": args.bus,
-        "topic": args.topic,
-        "metrics_port": args.metrics_port,
-        "log_format": args.log_format,
-        "log_level": args.log_level,
-    }
 
 
 def start_logging(settings: CommonSettings) -> None:

@@ -89,15 +89,25 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
 
 
 def load_settings(
-    settings_cls: type[SettingsT], config_file: Path | None = None, overrides: Mapping[str, Any] | None = None
+    settings_cls: type[SettingsT],
+    config_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    extend: Mapping[str, list[Any]] | None = None,
 ) -> SettingsT:
-    """Build settings from the file, then flag ``overrides`` (None values ignored), then the environment."""
+    """Build settings from the file, then flag ``overrides`` (None values ignored), then the environment.
+
+    ``extend`` appends to a list setting of the file instead of replacing it (a camera given by flags joins the
+    file's ``cameras``).
+    """
     from pydantic import ValidationError
 
     layered = read_config_file(config_file) if config_file is not None else {}
     flags = {key: value for key, value in (overrides or {}).items() if value is not None}
+    merged = _merge(layered, flags)
+    for key, items in (extend or {}).items():
+        merged[key] = [*merged.get(key, []), *items]
     try:
-        return settings_cls(**_merge(layered, flags))
+        return settings_cls(**merged)
     except ValidationError as error:
         source = f" (config file {config_file}, flags, {ENV_PREFIX}* environment)" if config_file else ""
         problems = "; ".join(

@@ -31,24 +31,24 @@ class CameraConfig(BaseModel):
     camera_id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")
     url: str = Field(min_length=1)
     topic: str | None = Field(None, description="defaults to the service's --topic")
-    fps: float = Field(10.0, gt=0, le=120)
-    size: str = "128x128"
-    resize: Literal["crop", "letterbox"] = "crop"
-    color: Literal["rgb", "gray"] = "rgb"
-    window: int = Field(8, ge=1, le=256)
-    stride: int = Field(8, ge=1, le=4096)
-    codec: FrameCodec = FrameCodec.JPEG
-    quality: int = Field(DEFAULT_JPEG_QUALITY, ge=0, le=100)
+    fps: float = Field(10.0, gt=0, le=120, description="sampling rate, by presentation time")
+    size: str = Field("128x128", description="window frame size WxH")
+    resize: Literal["crop", "letterbox"] = Field("crop", description="centre crop or letterbox to the size")
+    color: Literal["rgb", "gray"] = Field("rgb", description="colour of the window frames")
+    window: int = Field(8, ge=1, le=256, description="frames per window")
+    stride: int = Field(8, ge=1, le=4096, description="frames between window starts")
+    codec: FrameCodec = Field(FrameCodec.JPEG, description="frame codec")
+    quality: int = Field(DEFAULT_JPEG_QUALITY, ge=0, le=100, description="JPEG quality (png, raw-zlib: level)")
     min_quality: int = Field(50, ge=1, le=100, description="JPEG quality floor when fitting the message size")
     quality_step: int = Field(10, ge=1, le=50)
-    loop: bool = False
-    realtime: bool = False
-    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    loop: bool = Field(False, description="replay a file forever")
+    realtime: bool = Field(False, description="pace a file at its frame rate")
+    rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP over TCP or UDP")
     backend: Literal["auto", "pyav", "opencv"] = "auto"
     decode_threads: int = Field(0, ge=0, le=64)
     open_timeout_s: float = Field(10.0, gt=0)
     # Frigate's fixed 20 s killed slow cameras and its users asked for a knob: this is it.
-    stall_timeout_s: float = Field(20.0, gt=0)
+    stall_timeout_s: float = Field(20.0, gt=0, description="reconnect when no frame came for this many seconds")
     reconnect_initial_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
     max_gap_s: float | None = Field(None, gt=0, description="timestamp gap that starts a new segment")

@@ -21,7 +21,8 @@ from prometheus_client import CollectorRegistry
 from ingest.bus import Bus, TopicPartition, open_bus
 from ingest.contract import DEFAULT_JPEG_QUALITY, FrameCodec, Window
 from ingest.contract.messages import window_from_record
-from ingest.runtime.commands import add_common_arguments, common_overrides, run_command, start_logging
+from ingest.runtime.commands import run_command, start_logging
+from ingest.runtime.flags import add_common_flags, common_flags, given_settings
 from ingest.runtime.settings import CommonSettings, load_settings
 from ingest.service.config import CameraConfig, IngestSettings
 from ingest.service.service import IngestService
@@ -37,7 +38,7 @@ def add_parser(subparsers: Any) -> None:
         description="Render a synthetic traffic clip, cut it into windows, publish them on the bus and consume them "
         "back with a consumer group, verifying every window.",
     )
-    add_common_arguments(parser)
+    add_common_flags(parser, CommonSettings)
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the synthetic clip (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic clip (default 0)")
     parser.add_argument("--workdir", type=Path, help="where to write the clip (default: a temporary directory)")
@@ -101,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
     def action() -> int:
         from ingest.tools.synth import SynthConfig, generate_clip
 
-        overrides = common_overrides(args)
+        overrides = given_settings(args, common_flags())
         overrides["bus"] = overrides["bus"] or "embedded://demo"
         settings = load_settings(CommonSettings, args.config, overrides)
         start_logging(settings)

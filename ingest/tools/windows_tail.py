@@ -12,7 +12,8 @@ from ingest.bus import Bus, Record, open_bus
 from ingest.bus.base import StartPosition
 from ingest.contract.errors import WindowDecodeError
 from ingest.contract.messages import header_from_record
-from ingest.runtime.commands import add_common_arguments, common_overrides, run_command, start_logging
+from ingest.runtime.commands import run_command, start_logging
+from ingest.runtime.flags import add_common_flags, common_flags, given_settings
 from ingest.runtime.settings import CommonSettings, load_settings
 
 
@@ -23,7 +24,7 @@ def add_parser(subparsers: Any) -> None:
         description="Print one JSON line per window (camera, sequence, window id, frames, size, codec, PTS range, "
         'bytes). Malformed messages are printed as lines with an "error" field; tail never stops on them.',
     )
-    add_common_arguments(parser)
+    add_common_flags(parser, CommonSettings)
     parser.add_argument("--max", type=int, metavar="N", help="stop after N messages (default: run until Ctrl-C)")
     parser.add_argument(
         "--from-beginning",
@@ -93,7 +94,7 @@ def tail(
 
 def _run(args: argparse.Namespace) -> int:
     def action() -> int:
-        settings = load_settings(CommonSettings, args.config, common_overrides(args))
+        settings = load_settings(CommonSettings, args.config, given_settings(args, common_flags()))
         start_logging(settings)
         with open_bus(settings.bus, settings.kafka) as bus:
             tail(

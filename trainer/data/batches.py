@@ -27,8 +27,8 @@ from torch import Tensor
 
 from ingest.bus import Record, TopicPartition
 from ingest.contract import WindowDecodeError
+from ingest.runtime.dead_letters import DeadLetters
 from trainer.config import DataConfig, ModelConfig
-from trainer.data.dead_letters import DeadLetters
 from trainer.data.decode_pool import DecodePool
 from trainer.data.heldout import HeldOutSet, held_out_by_hash
 from trainer.data.replay import ReplayBuffer, StoredWindow

@@ -145,10 +145,6 @@ class WindowSource:
     def assignment(self) -> set[TopicPartition]:
         return set(self._assignment)
 
-    def wait_ready(self, timeout_s: float) -> bool:
-        """True once the consumer exists (joined its group)."""
-        return self._ready.wait(timeout_s)
-
     def stop(self, timeout_s: float = 30.0) -> None:
         self._stop.set()
         self._thread.join(timeout_s)

@@ -6,8 +6,7 @@ chance, so the objective cannot collapse.
 
 Example::
 
-    loss_fn = InfoNCELoss(temperature=0.1)
-    loss, top1 = loss_fn(predicted, target)  # both [N, M, D], L2-normalised
+    loss, top1 = info_nce(predicted, target, temperature=0.1)  # both [N, M, D], L2-normalised
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from torch import Tensor, nn
+from torch import Tensor
 
 
 def info_nce(
@@ -46,14 +45,3 @@ def info_nce(
     loss = F.cross_entropy(logits, labels)
     top1 = (logits.argmax(dim=1) == labels).float().mean()
     return loss, top1
-
-
-class InfoNCELoss(nn.Module):
-    """Module form of :func:`info_nce`."""
-
-    def __init__(self, temperature: float = 0.1) -> None:
-        super().__init__()
-        self.temperature = temperature
-
-    def forward(self, predicted: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        return info_nce(predicted, target, self.temperature)

@@ -8,7 +8,6 @@ when a batch is planned (:func:`sample_order_task`) so that the data path, not t
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
@@ -35,7 +34,3 @@ def order_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     accuracy = (logits.argmax(dim=1) == labels).float().mean()
     return loss, accuracy
 
-
-def all_permutations(count: int) -> npt.NDArray[np.int64]:
-    """Every class once per window, for evaluation: ``[count · 24]`` labels."""
-    return np.tile(np.arange(ORDER_CLASSES, dtype=np.int64), count)

@@ -62,10 +62,6 @@ def _fixed(uv: F64) -> I32:
     return out
 
 
-def _colour(rgb: F64 | RGB) -> tuple[float, float, float]:
-    return (float(rgb[0]), float(rgb[1]), float(rgb[2]))
-
-
 def _masked(img: U8, pts: I32, rgb: tuple[float, float, float], add: bool) -> None:
     """Saturating add (or subtract) ``rgb`` inside the convex polygon ``pts`` (fixed point)."""
     h, w = img.shape[:2]

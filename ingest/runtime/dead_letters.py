@@ -1,4 +1,5 @@
-"""The dead-letter topic: where the trainer parks messages it cannot read, with the reason in a header."""
+"""The one dead-letter writer: every consumer (trainer, serving stream mode) parks what it cannot read in
+``<topic>.dlq`` through it, in the format of :mod:`ingest.contract.dead_letters`."""
 
 from __future__ import annotations
 
@@ -6,25 +7,25 @@ import logging
 from concurrent.futures import Future
 
 from ingest.bus import Bus, BusError, BusProducer, Delivered, Record
-from ingest.contract.messages import HEADER_ERROR
+from ingest.contract.dead_letters import dead_letter_headers
 from ingest.contract.topics import dead_letter_topic
 
 log = logging.getLogger(__name__)
 
-_MAX_REASON_BYTES = 4096
-
 
 class DeadLetters:
-    """Sends unreadable records to ``<topic>.dlq`` unchanged (key, value, headers) plus ``HEADER_ERROR``.
+    """Sends unusable records of ``topic`` to ``<topic>.dlq`` with the reason and their position in headers.
 
-    :meth:`flush` must succeed before the offsets of those records are committed: a parked message is as durable as
-    a trained one before the trainer may forget it.
+    :meth:`flush` must succeed before the offsets of those records are committed: a parked message must be as durable
+    as a processed one before its consumer may forget it. ``producer``: share the caller's (closed by the caller);
+    by default the writer opens and closes its own.
     """
 
-    def __init__(self, bus: Bus, topic: str) -> None:
+    def __init__(self, bus: Bus, topic: str, producer: BusProducer | None = None) -> None:
         self.topic = dead_letter_topic(topic)
         bus.create_topic(self.topic, 1)
-        self._producer: BusProducer = bus.producer()
+        self._owns_producer = producer is None
+        self._producer: BusProducer = producer if producer is not None else bus.producer()
         self._pending: list[tuple[Record, str, Future[Delivered]]] = []
         self.sent = 0
 
@@ -34,7 +35,7 @@ class DeadLetters:
         self.sent += 1
 
     def _send(self, record: Record, reason: str) -> Future[Delivered]:
-        headers = (*record.headers, (HEADER_ERROR, reason.encode("utf-8")[:_MAX_REASON_BYTES]))
+        headers = dead_letter_headers(record, reason)
         return self._producer.send(self.topic, record.value, key=record.key, headers=headers)
 
     def flush(self, timeout_s: float = 60.0) -> None:
@@ -55,4 +56,5 @@ class DeadLetters:
             raise BusError(f"{len(failures)} message(s) could not be dead-lettered to {self.topic}: {failures[0]}")
 
     def close(self) -> None:
-        self._producer.close()
+        if self._owns_producer:
+            self._producer.close()
