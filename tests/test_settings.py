@@ -104,5 +104,5 @@ def test_flags_are_built_from_the_settings_fields() -> None:
     assert given_settings(parser.parse_args([]), serving_flags) == {}
     assert given_settings(parser.parse_args(["--no-http"]), serving_flags) == {"http": False}
 
-    with pytest.raises(KeyError, match="no setting 'data.nope'"):
+    with pytest.raises(KeyError, match=r"no setting 'data\.nope'"):
         add_flags(argparse.ArgumentParser(), TrainerSettings, (Flag("data.nope"),))
