@@ -51,9 +51,9 @@ def train(scratch: Path, steps: int, width: int) -> tuple[Path, np.ndarray, dict
     """Train and export; the production version's directory, held-out frames [N, H, W, C] and the run's metadata."""
     from prometheus_client import CollectorRegistry
 
+    from bench.trainer_fixtures import publish, small_settings, traffic_messages
     from ingest.bus.embedded import EmbeddedBus
     from ingest.registry import DEFAULT_MODEL_NAME, ModelMetadata, production_version
-    from tests.trainer_fixtures import publish, small_settings, traffic_messages
     from trainer.data.window_file import write_windows_file
     from trainer.evaluate import prepare_windows
     from trainer.loop import Trainer

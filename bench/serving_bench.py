@@ -3,7 +3,7 @@
     python bench/serving_bench.py [--seconds 9] [--rounds 3] [--concurrency 1,8,32] [--payload json,binary]
         [--server-threads 1 --instances 2] [--widths 64,128,256,512]
 
-The model is a stand-in of ResNet-18's cost at 128×128 (tests/onnx_models.py: a 4-stage conv net, two 3×3
+The model is a stand-in of ResNet-18's cost at 128×128 (bench/onnx_models.py: a 4-stage conv net, two 3×3
 convolutions per stage, widths 64-128-256-512 by default: ~12 ms per image on one core, as ResNet-18 is on our
 machines; ``--widths 48,96,192,384`` gives a ~7 ms one), FP32 and static INT8 (QOperator, random calibration).
 
@@ -46,8 +46,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.onnx_models import make_registry_version  # noqa: E402
 from ingest.registry import DEFAULT_MODEL_NAME  # noqa: E402
-from tests.onnx_models import make_registry_version  # noqa: E402
 
 SIZE = 128
 WIDTHS = (64, 128, 256, 512)

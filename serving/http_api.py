@@ -2,7 +2,7 @@
 
 Handlers read raw bodies and parse them with orjson (:mod:`serving.tensors`), and all inference runs on the batcher's
 worker thread: the event loop only moves bytes, so concurrency turns into batches rather than a queue behind the
-loop. Every error is ``{"error": "..."}`` with the status :mod:`serving.errors` assigns.
+loop. Every error is ``{"error": "..."}`` with the status :mod:`serving.errors` assigns, by :mod:`serving.http_errors`.
 
 Routes (``{name}`` is the registry model name; the frame encoder answers ``infer``):
 
@@ -19,22 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -42,14 +39,14 @@ from ingest.contract import Window
 from serving import protocol
 from serving.anomaly import ScoreNormaliser
 from serving.batcher import Batcher
-from serving.errors import BodyTooLargeError, ServingError, UnauthorizedError, status_for
+from serving.errors import BodyTooLargeError, UnauthorizedError
+from serving.http_errors import ERROR_RESPONSES, EXCEPTION_HANDLERS, error_response, json_response
 from serving.images import decode_image
 from serving.metrics import ServingMetrics
 from serving.model import LoadedModel, WindowOutputs
 from serving.model_slot import ModelSlot
 from serving.tensors import (
     HEADER_LENGTH,
-    dumps,
     encode_tensor,
     header_length,
     infer_response_body,
@@ -58,13 +55,12 @@ from serving.tensors import (
 )
 from serving.windows import decode_window_body, score_window, window_embedding, window_frames
 
-log = logging.getLogger(__name__)
-
 SERVER_NAME = "streamssl-serve"
 SERVER_VERSION = "0.1.0"
 PLATFORM = "onnxruntime_onnx"
 WINDOW_MEDIA_TYPE = "application/x-streamssl-window"
-_OPEN_PATHS = ("/v2/health/", "/openapi.json", "/docs")
+MODEL_PATH = "/v2/models/{name}"
+_BEARER = HTTPBearer(auto_error=False, description="the token of --token-file")
 
 
 @dataclass(frozen=True)
@@ -78,14 +74,6 @@ class ApiContext:
     ready: Callable[[], tuple[bool, str]]
     token: str | None = None
     max_body_bytes: int = 16 * 1024 * 1024
-
-
-def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(dumps(payload), status_code=status, media_type="application/json", headers=headers)
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return _json({"error": message}, status, headers)
 
 
 class BodyLimitMiddleware:
@@ -102,7 +90,7 @@ class BodyLimitMiddleware:
         limit = self.max_body_bytes
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            response = _error(413, f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
+            response = error_response(413, f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
             await response(scope, receive, send)
             return
         seen = 0
@@ -129,7 +117,10 @@ class MetricsMiddleware:
 
     def _endpoint(self, scope: Scope) -> str:
         """The matched route's template (``/v2/models/{name}/infer``), never the raw path: bounded label values."""
-        if self._paths is None:  # routes are complete once the app serves
+        route = scope.get("route")  # FastAPI's routes leave themselves: a path and its versioned twin share a handler
+        if isinstance(route, Route):
+            return route.path
+        if self._paths is None:  # Starlette's (/docs, /openapi.json) leave only their handler; complete once serving
             self._paths = {getattr(r, "endpoint", None): r.path for r in self._routes if isinstance(r, Route)}
         return self._paths.get(scope.get("endpoint"), "unmatched")
 
@@ -156,79 +147,95 @@ class MetricsMiddleware:
             self.metrics.request_duration.labels(endpoint).observe(time.perf_counter() - started)
 
 
-def create_app(ctx: ApiContext) -> FastAPI:
-    app = FastAPI(
-        title="StreamSSL serving node",
-        version=SERVER_VERSION,
-        description="Embeddings and anomaly scores from the StreamSSL encoders (Open Inference Protocol v2).",
-        redoc_url=None,
-    )
-    bearer = HTTPBearer(auto_error=False, description="the token of --token-file")
+async def _declare_version(version: str) -> None:
+    """Declares (and validates) ``{version}`` on the versioned paths, for the OpenAPI document; the handlers read
+    it through :data:`PathVersion`."""
 
-    async def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
-        if ctx.token is None:
+
+async def _path_version(request: Request) -> str | None:
+    return request.path_params.get("version")
+
+
+# The ``{version}`` of a versioned path, None on its unversioned twin. Read from the path only: a plain
+# ``version: str | None = None`` parameter would also accept ``?version=`` on the unversioned path (and declare it).
+PathVersion = Annotated[str | None, Depends(_path_version)]
+
+
+class ServingApi:
+    """The KServe v2 handlers over the node's :class:`ApiContext`, one method per operation, and their routes.
+
+    Handlers raise :class:`~serving.errors.ServingError`; :mod:`serving.http_errors` turns errors into responses.
+    """
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+        # Without a token the routes carry no security requirement at all (nor does the OpenAPI document).
+        self.guard = [Depends(self.require_token)] if ctx.token is not None else []
+
+    async def require_token(
+        self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+    ) -> None:
+        if self.ctx.token is None:
             return
         if credentials is None:
             raise UnauthorizedError("this endpoint needs 'Authorization: Bearer <token>'")
-        if not hmac.compare_digest(credentials.credentials.encode(), ctx.token.encode()):
+        if not hmac.compare_digest(credentials.credentials.encode(), self.ctx.token.encode()):
             raise UnauthorizedError("the bearer token is wrong")
 
-    guarded = [Depends(require_token)] if ctx.token is not None else []
-    errors: dict[int | str, dict[str, Any]] = {
-        status: {"model": protocol.ErrorResponse, "description": text}
-        for status, text in (
-            (400, "bad input"),
-            (401, "missing or wrong bearer token"),
-            (404, "unknown model or version"),
-            (413, "body too large"),
-            (503, "no model loaded yet, or the queue is full (see Retry-After)"),
+    def routers(self) -> list[APIRouter]:
+        """The routes, in the order of the OpenAPI document: probes (open), model endpoints, /metrics."""
+        probes = APIRouter()
+        probes.add_api_route("/v2", self.server_metadata, response_model=protocol.ServerMetadata, tags=["server"])
+        probes.add_api_route("/v2/health/live", self.live, response_model=protocol.ServerLive, tags=["health"])
+        probes.add_api_route(
+            "/v2/health/ready", self.ready, response_model=protocol.ServerReady, tags=["health"], responses={503: {}}
         )
-    }
-
-    async def handle_serving_error(_request: Request, error: Exception) -> Response:
-        assert isinstance(error, ServingError)
-        return _error(error.status, error.message, error.headers)
-
-    async def handle_http_error(_request: Request, error: Exception) -> Response:
-        assert isinstance(error, StarletteHTTPException)
-        message = str(error.detail)
-        if error.status_code == 404:
-            message = "no such endpoint; see /docs for the API"
-        return _error(error.status_code, message, dict(error.headers or {}))
-
-    async def handle_validation_error(_request: Request, error: Exception) -> Response:
-        assert isinstance(error, RequestValidationError)
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
-        return _error(400, f"invalid request: {problems}")
-
-    async def handle_unexpected(_request: Request, error: Exception) -> Response:
-        log.error("unhandled error in a request", exc_info=error)
-        return _error(status_for(error), f"internal error: {type(error).__name__}")
-
-    app.add_exception_handler(ServingError, handle_serving_error)
-    app.add_exception_handler(StarletteHTTPException, handle_http_error)
-    app.add_exception_handler(RequestValidationError, handle_validation_error)
-    app.add_exception_handler(Exception, handle_unexpected)
+        models = APIRouter(dependencies=self.guard, responses=ERROR_RESPONSES)
+        _add_versioned(
+            models, "", self.model_metadata, ("get_model", "get_model_version"),
+            response_model=protocol.ModelMetadataResponse, tags=["models"],
+        )  # fmt: skip
+        _add_versioned(
+            models, "/ready", self.model_ready, ("get_model_ready", "get_model_version_ready"),
+            response_model=protocol.ModelReady, tags=["models"],
+        )  # fmt: skip
+        _add_versioned(
+            models, "/infer", self.infer, ("post_infer", "post_infer_version"), methods=["POST"],
+            response_model=protocol.InferResponse, tags=["inference"], openapi_extra=_infer_body(protocol.InferRequest),
+        )  # fmt: skip
+        image_body = _binary_body("image/jpeg", "image/png")
+        window_body = _binary_body(WINDOW_MEDIA_TYPE, "application/octet-stream")
+        for suffix, endpoint, response, tag, body in (
+            ("/embed/image", self.embed_image, protocol.ImageEmbedding, "embeddings", image_body),
+            ("/embed/window", self.embed_window, protocol.WindowEmbedding, "embeddings", window_body),
+            ("/score/window", self.score, protocol.WindowScore, "anomaly", window_body),
+        ):
+            models.add_api_route(
+                MODEL_PATH + suffix, endpoint, methods=["POST"], response_model=response, tags=[tag], openapi_extra=body
+            )
+        server = APIRouter(dependencies=self.guard)
+        server.add_api_route("/metrics", self.metrics, tags=["server"], response_class=Response)
+        return [probes, models, server]
 
     # --- probes and server metadata ---------------------------------------------------------------------------
-    @app.get("/v2", response_model=protocol.ServerMetadata, tags=["server"])
-    async def server_metadata() -> Response:
-        return _json({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": ["binary_tensor_data"]})
+    async def server_metadata(self) -> Response:
+        return json_response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": ["binary_tensor_data"]})
 
-    @app.get("/v2/health/live", response_model=protocol.ServerLive, tags=["health"])
-    async def live() -> Response:
-        return _json({"live": True})
+    async def live(self) -> Response:
+        return json_response({"live": True})
 
-    @app.get("/v2/health/ready", response_model=protocol.ServerReady, tags=["health"], responses={503: {}})
-    async def ready() -> Response:
-        ok, detail = ctx.ready()
-        return _json({"ready": ok, "detail": detail}, 200 if ok else 503)
+    async def ready(self) -> Response:
+        ok, detail = self.ctx.ready()
+        return json_response({"ready": ok, "detail": detail}, 200 if ok else 503)
+
+    async def metrics(self) -> Response:
+        return Response(generate_latest(self.ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # --- model metadata and readiness -------------------------------------------------------------------------
-    def model_metadata(name: str, version: str | None) -> Response:
-        with ctx.slot.acquire(name, version) as model:
+    async def model_metadata(self, name: str, version: PathVersion = None) -> Response:
+        with self.ctx.slot.acquire(name, version) as model:
             frame_encoder = model.files["frame_encoder"]
-            return _json(
+            return json_response(
                 {
                     "name": model.name,
                     "versions": [model.version],
@@ -238,68 +245,19 @@ def create_app(ctx: ApiContext) -> FastAPI:
                 }
             )
 
-    def model_ready(name: str, version: str | None) -> Response:
-        with ctx.slot.acquire(name, version):
-            return _json({"name": name, "ready": True})
-
-    @app.get(
-        "/v2/models/{name}",
-        response_model=protocol.ModelMetadataResponse,
-        tags=["models"],
-        dependencies=guarded,
-        responses=errors,
-    )
-    async def get_model(name: str) -> Response:
-        return model_metadata(name, None)
-
-    @app.get(
-        "/v2/models/{name}/versions/{version}",
-        response_model=protocol.ModelMetadataResponse,
-        tags=["models"],
-        dependencies=guarded,
-        responses=errors,
-    )
-    async def get_model_version(name: str, version: str) -> Response:
-        return model_metadata(name, version)
-
-    @app.get(
-        "/v2/models/{name}/ready",
-        response_model=protocol.ModelReady,
-        tags=["models"],
-        dependencies=guarded,
-        responses=errors,
-    )
-    async def get_model_ready(name: str) -> Response:
-        return model_ready(name, None)
-
-    @app.get(
-        "/v2/models/{name}/versions/{version}/ready",
-        response_model=protocol.ModelReady,
-        tags=["models"],
-        dependencies=guarded,
-        responses=errors,
-    )
-    async def get_model_version_ready(name: str, version: str) -> Response:
-        return model_ready(name, version)
+    async def model_ready(self, name: str, version: PathVersion = None) -> Response:
+        with self.ctx.slot.acquire(name, version):
+            return json_response({"name": name, "ready": True})
 
     # --- inference --------------------------------------------------------------------------------------------
-    @contextmanager
-    def arriving() -> Iterator[None]:
-        """Tell the batcher a request is being read and parsed, so a batch may wait for it."""
-        ctx.batcher.announce()
-        try:
-            yield
-        finally:
-            ctx.batcher.withdraw()
-
-    async def infer(request: Request, name: str, version: str | None) -> Response:
-        with ctx.slot.acquire(name, version) as model:
+    async def infer(self, name: str, request: Request, version: PathVersion = None) -> Response:
+        with self.ctx.slot.acquire(name, version) as model:
             output = model.frame_output
-            with arriving():
+            with self._arriving():
                 body = await request.body()
                 json_length = header_length(request.headers.get(HEADER_LENGTH), len(body))
                 parsed = parse_infer_request(body, model.frame_input, [output.name], json_length)
-                future = ctx.batcher.submit_frames(model, parsed.tensor)
+                future = self.ctx.batcher.submit_frames(model, parsed.tensor)
             embeddings = await asyncio.wrap_future(future)
             outputs = [encode_tensor(output.name, embeddings)]
             if parsed.outputs is not None:  # the client named the outputs it wants
@@ -316,47 +274,15 @@ def create_app(ctx: ApiContext) -> FastAPI:
             headers={HEADER_LENGTH: str(binary_json_length)},
         )
 
-    infer_body = _infer_body(protocol.InferRequest)
-
-    @app.post(
-        "/v2/models/{name}/infer",
-        response_model=protocol.InferResponse,
-        tags=["inference"],
-        dependencies=guarded,
-        responses=errors,
-        openapi_extra=infer_body,
-    )
-    async def post_infer(name: str, request: Request) -> Response:
-        return await infer(request, name, None)
-
-    @app.post(
-        "/v2/models/{name}/versions/{version}/infer",
-        response_model=protocol.InferResponse,
-        tags=["inference"],
-        dependencies=guarded,
-        responses=errors,
-        openapi_extra=infer_body,
-    )
-    async def post_infer_version(name: str, version: str, request: Request) -> Response:
-        return await infer(request, name, version)
-
-    @app.post(
-        "/v2/models/{name}/embed/image",
-        response_model=protocol.ImageEmbedding,
-        tags=["embeddings"],
-        dependencies=guarded,
-        responses=errors,
-        openapi_extra=_binary_body("image/jpeg", "image/png"),
-    )
-    async def embed_image(name: str, request: Request) -> Response:
-        with ctx.slot.acquire(name) as model:
+    async def embed_image(self, name: str, request: Request) -> Response:
+        with self.ctx.slot.acquire(name) as model:
             height, width, channels = model.frame_shape
-            with arriving():
+            with self._arriving():
                 body = await request.body()
                 image, original = await run_in_threadpool(decode_image, body, height, width, channels)
-                future = ctx.batcher.submit_frames(model, image[None])
+                future = self.ctx.batcher.submit_frames(model, image[None])
             embeddings = await asyncio.wrap_future(future)
-        return _json(
+        return json_response(
             {
                 "model_name": model.name,
                 "model_version": model.version,
@@ -365,44 +291,73 @@ def create_app(ctx: ApiContext) -> FastAPI:
             }
         )
 
-    async def run_window(request: Request, name: str) -> tuple[LoadedModel, Window, WindowOutputs]:
-        with ctx.slot.acquire(name) as model:
-            with arriving():
+    async def embed_window(self, name: str, request: Request) -> Response:
+        return json_response(window_embedding(*await self._run_window(request, name)))
+
+    async def score(self, name: str, request: Request) -> Response:
+        model, window, outputs = await self._run_window(request, name)
+        return json_response(score_window(model, window, outputs, self.ctx.normaliser))
+
+    async def _run_window(self, request: Request, name: str) -> tuple[LoadedModel, Window, WindowOutputs]:
+        with self.ctx.slot.acquire(name) as model:
+            with self._arriving():
                 window = await run_in_threadpool(decode_window_body, await request.body())
-                future = ctx.batcher.submit_windows(model, window_frames(model, window))
+                future = self.ctx.batcher.submit_windows(model, window_frames(model, window))
             outputs = await asyncio.wrap_future(future)
         return model, window, outputs
 
-    @app.post(
-        "/v2/models/{name}/embed/window",
-        response_model=protocol.WindowEmbedding,
-        tags=["embeddings"],
-        dependencies=guarded,
-        responses=errors,
-        openapi_extra=_binary_body(WINDOW_MEDIA_TYPE, "application/octet-stream"),
-    )
-    async def embed_window(name: str, request: Request) -> Response:
-        return _json(window_embedding(*await run_window(request, name)))
+    @contextmanager
+    def _arriving(self) -> Iterator[None]:
+        """Tell the batcher a request is being read and parsed, so a batch may wait for it."""
+        self.ctx.batcher.announce()
+        try:
+            yield
+        finally:
+            self.ctx.batcher.withdraw()
 
-    @app.post(
-        "/v2/models/{name}/score/window",
-        response_model=protocol.WindowScore,
-        tags=["anomaly"],
-        dependencies=guarded,
-        responses=errors,
-        openapi_extra=_binary_body(WINDOW_MEDIA_TYPE, "application/octet-stream"),
-    )
-    async def score(name: str, request: Request) -> Response:
-        model, window, outputs = await run_window(request, name)
-        return _json(score_window(model, window, outputs, ctx.normaliser))
 
-    @app.get("/metrics", tags=["server"], dependencies=guarded, response_class=Response)
-    async def metrics() -> Response:
-        return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+def create_app(ctx: ApiContext) -> FastAPI:
+    """The node's app: :class:`ServingApi`'s routes, the error handlers, the body limit and the request metrics."""
+    app = FastAPI(
+        title="StreamSSL serving node",
+        version=SERVER_VERSION,
+        description="Embeddings and anomaly scores from the StreamSSL encoders (Open Inference Protocol v2).",
+        redoc_url=None,
+    )
+    for error_type, handler in EXCEPTION_HANDLERS.items():
+        app.add_exception_handler(error_type, handler)
+    for router in ServingApi(ctx).routers():
+        app.include_router(router)
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=ctx.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=ctx.metrics, routes=app.routes)
+    return app
+
+
+def _add_versioned(
+    router: APIRouter, suffix: str, endpoint: Callable[..., Any], names: tuple[str, str], **route: Any
+) -> None:
+    """``/v2/models/{name}<suffix>`` and its ``/versions/{version}`` twin, both on ``endpoint``.
+
+    ``names`` (unversioned, versioned) are the routes' names, from which FastAPI derives the operation ids and
+    summaries of the OpenAPI document.
+    """
+    unversioned, versioned = names
+    router.add_api_route(MODEL_PATH + suffix, endpoint, name=unversioned, **route)
+    router.add_api_route(
+        f"{MODEL_PATH}/versions/{{version}}{suffix}",
+        endpoint,
+        name=versioned,
+        dependencies=[Depends(_declare_version)],
+        **route,
+    )
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The app's OpenAPI document, built once, with the request models added to the components that
+    ``openapi_extra`` refers to: they are not handler parameters (bodies are parsed by orjson)."""
 
     def openapi() -> dict[str, Any]:
-        # The request models are not handler parameters (bodies are parsed by orjson), so add them to the
-        # components that openapi_extra refers to.
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
@@ -412,10 +367,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=ctx.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=ctx.metrics, routes=app.routes)
-    return app
+    return openapi
 
 
 def _infer_body(model: type[BaseModel]) -> dict[str, Any]:

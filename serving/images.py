@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from ingest.contract.model_input import model_input
 from serving.errors import InvalidInputError
 
 MAX_PIXELS = 64 * 1024 * 1024
@@ -66,14 +67,5 @@ def decode_image(data: bytes, height: int, width: int, channels: int) -> tuple[n
     image = np.asarray(cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB) if channels == 3 else decoded, dtype=np.uint8)
     original = (int(image.shape[0]), int(image.shape[1]))
     if original != (height, width):
-        image = _crop_resize(image, height, width)
+        image = model_input(image.reshape(1, *original, channels), height, width, channels, 1)[0]
     return np.ascontiguousarray(image.reshape(height, width, channels)), original
-
-
-def _crop_resize(image: npt.NDArray[np.uint8], height: int, width: int) -> npt.NDArray[np.uint8]:
-    src_h, src_w = image.shape[:2]
-    scale = max(width / src_w, height / src_h)
-    crop_w, crop_h = min(src_w, round(width / scale)), min(src_h, round(height / scale))
-    x, y = (src_w - crop_w) // 2, (src_h - crop_h) // 2
-    cropped = image[y : y + max(crop_h, 1), x : x + max(crop_w, 1)]
-    return np.asarray(cv2.resize(cropped, (width, height), interpolation=cv2.INTER_AREA), dtype=np.uint8)

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ingest.contract import Window, WindowDecodeError, decode_window
+from ingest.contract.model_input import ModelInputError, model_input
 from serving.anomaly import CameraScore, ScoreNormaliser
 from serving.errors import InvalidInputError
 from serving.model import LoadedModel, WindowOutputs
@@ -28,26 +29,26 @@ def decode_window_body(body: bytes) -> Window:
 
 
 def window_frames(model: LoadedModel, window: Window) -> npt.NDArray[np.uint8]:
-    """The window's frames as a batch of one ``[1, T, H, W, C]``, if the model can score them (else a 400)."""
-    expected = model.frame_shape
-    actual = (window.height, window.width, window.channels)
-    if actual != expected:
-        raise InvalidInputError(
-            f"window {window.camera_id}#{window.sequence} has {window.width}×{window.height}×{window.channels} frames, "
-            f"model {model.name} version {model.version} takes {expected[1]}×{expected[0]}×{expected[2]}"
-        )
+    """The window as the model's input, a batch of one ``[1, T, H, W, C]``, prepared by the shared contract
+    (:func:`ingest.contract.model_input.model_input`: centre crop, resize, channels, as the trainer evaluates).
+
+    Only a window with too few frames cannot fit: an :class:`InvalidInputError` (400, or a dead letter).
+    """
+    height, width, channels = model.frame_shape
     needed = model.context_frames + model.future_frames
     time_axis = model.files["clip_encoder"].inputs[0].shape[1]
-    if isinstance(time_axis, int) and window.frame_count != time_axis:
-        raise InvalidInputError(
-            f"window {window.camera_id}#{window.sequence} has {window.frame_count} frames, the model takes {time_axis}"
-        )
-    if window.frame_count < needed:
+    # The clip the trainer evaluated: its fixed time axis, else the window length in the metadata.
+    frames = time_axis if isinstance(time_axis, int) else model.metadata.input.window
+    if window.frame_count < max(needed, frames):
         raise InvalidInputError(
             f"window {window.camera_id}#{window.sequence} has {window.frame_count} frames, the model needs at least "
-            f"{needed} ({model.context_frames} context + {model.future_frames} to predict)"
+            f"{max(needed, frames)} ({model.context_frames} context + {model.future_frames} to predict"
+            f"{f', {frames} per clip' if frames > needed else ''})"
         )
-    return window.frames[None]
+    try:
+        return model_input(window.frames, height, width, channels, frames)[None]
+    except ModelInputError as error:
+        raise InvalidInputError(f"window {window.camera_id}#{window.sequence}: {error}") from error
 
 
 def window_embedding(model: LoadedModel, window: Window, outputs: WindowOutputs) -> dict[str, Any]:

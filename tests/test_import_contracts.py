@@ -54,3 +54,14 @@ def test_the_tools_may_compose_the_services_but_a_service_may_not_import_another
         planted.unlink()
     assert result.returncode != 0
     assert "serving._planted_violation -> ingest.service.service" in result.stdout, result.stdout
+
+
+def test_benches_never_import_the_tests() -> None:
+    # Benchmarks run from a clone without the test suite's fixtures; shared stand-ins live in bench/.
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "bench").rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if line.lstrip().startswith(("from tests", "import tests"))
+    ]
+    assert offenders == [], offenders

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench.onnx_models import make_registry_version
 from ingest.contract import encode_window
 from ingest.registry import DEFAULT_MODEL_NAME, production_version
 from tests.conftest import make_window
-from tests.onnx_models import make_registry_version
 from trainer.evaluate import EvalLog
 from trainer.promotion_gate import run_gate, unusable_metrics
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.onnx_models import make_registry_version
+from bench.onnx_models import make_registry_version
 from tests.serving_fixtures import MODEL, frames, infer_request
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
+from bench.onnx_models import make_registry_version
 from serving.node import ServingNode
-from tests.onnx_models import make_registry_version
 from tests.serving_fixtures import MODEL, base_url, running_node
 
 EXAMPLES_PER_OPERATION = 30

@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.onnx_models import make_registry_version
 from ingest.bus.embedded import EmbeddedBus
 from ingest.contract import encode_window
 from ingest.contract.messages import window_message
 from tests.conftest import make_window
-from tests.onnx_models import make_registry_version
 from tests.serving_fixtures import MODEL, SIZE, base_url, frames, infer_request, metric, running_node
 
 EVERY_METRIC = [

@@ -16,11 +16,11 @@ import numpy as np
 import orjson
 import pytest
 
+from bench.onnx_models import make_registry_version
 from ingest.contract import FrameCodec, encode_window
 from serving.anomaly import prediction_error
 from serving.node import ServingNode
 from tests.conftest import make_window
-from tests.onnx_models import make_registry_version
 from tests.serving_fixtures import (
     CONTEXT,
     DIM,

@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 import pytest
 
+from bench.onnx_models import make_registry_version
 from ingest.registry import PRODUCTION_POINTER, publish_version, set_production, verify_version
-from tests.onnx_models import make_registry_version
 from tests.serving_fixtures import (
     MODEL,
     Gate,

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench.onnx_models import make_registry_version
 from ingest.bus import Bus, BusConsumer, BusProducer, BusUnavailableError, Delivered, Record, TopicPartition, open_bus
 from ingest.bus.base import Headers, StartPosition
 from ingest.bus.embedded import EmbeddedBus
@@ -32,7 +33,6 @@ from ingest.contract.dead_letters import HEADER_ERROR
 from ingest.contract.messages import window_message
 from ingest.contract.topics import dead_letter_topic
 from tests.conftest import make_window
-from tests.onnx_models import make_registry_version
 from tests.serving_fixtures import DIM, MODEL, SIZE, metric, running_node
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,8 +99,8 @@ def test_every_window_gets_one_result_and_bad_messages_go_to_the_dead_letter_top
     topic, out = "in.windows", "out.scores"
     embedded_bus.create_topic(topic, 2)
     good = windows(cameras=3, per_camera=5)
-    wrong_size = make_window("cam-9", 0, frames=4, height=8, width=8)
-    publish(embedded_bus, topic, [*good[:7], b"definitely not a window", wrong_size, *good[7:]])
+    too_short = make_window("cam-9", 0, frames=3)
+    publish(embedded_bus, topic, [*good[:7], b"definitely not a window", too_short, *good[7:]])
     with running_node(registry, bus=embedded_bus, stream_topic=topic, output_topic=out, group_id="g1") as node:
         reader = TopicReader(embedded_bus, out)  # the node created its output and dead-letter topics
         wait_until(lambda: len(reader.read()) >= len(good), "every window has a result")
@@ -121,7 +121,7 @@ def test_every_window_gets_one_result_and_bad_messages_go_to_the_dead_letter_top
         wait_until(lambda: len(dead.read()) >= 2, "both bad messages were dead-lettered")
         reasons = sorted((record.header(HEADER_ERROR) or b"").decode() for record in dead.read())
         assert any("not a StreamSSL window" in reason for reason in reasons), reasons
-        assert any("takes 16×16×3" in reason for reason in reasons), reasons
+        assert any("has 3 frames, the model needs at least 4" in reason for reason in reasons), reasons
         broker = embedded_bus.broker
         wait_until(
             lambda: all(

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.onnx_models import make_registry_version
 from ingest.registry import TensorSpec
 from serving.anomaly import RunningStats, ScoreNormaliser, prediction_error
 from serving.batcher import Batcher
@@ -23,7 +24,6 @@ from serving.metrics import ServingMetrics
 from serving.model import LoadedModel
 from serving.model_loader import ModelLoader, SessionConfig
 from serving.tensors import header_length, parse_infer_request
-from tests.onnx_models import make_registry_version
 from tests.serving_fixtures import MODEL, frames
 
 FRAMES_SPEC = TensorSpec.model_validate({"name": "frames", "shape": ["batch", 16, 16, 3], "dtype": "uint8"})

@@ -19,10 +19,10 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from bench.trainer_fixtures import Message, publish, small_settings, traffic_messages
 from ingest.bus import TopicPartition, open_bus
 from ingest.contract import decode_window
 from ingest.contract.messages import window_message
-from tests.trainer_fixtures import Message, publish, small_settings, traffic_messages
 from trainer.checkpoint import checkpoint_files, read_checkpoint
 from trainer.data import window_source
 from trainer.loop import Trainer

@@ -21,6 +21,7 @@ import pytest
 import torch
 from prometheus_client import CollectorRegistry
 
+from bench.trainer_fixtures import publish, small_settings, traffic_messages
 from ingest.bus.embedded import EmbeddedBroker, EmbeddedBus
 from ingest.registry import (
     RegistryError,
@@ -29,7 +30,6 @@ from ingest.registry import (
     verify_version,
     versions,
 )
-from tests.trainer_fixtures import publish, small_settings, traffic_messages
 from trainer.checkpoint import checkpoint_files, read_checkpoint
 from trainer.config import TrainerSettings, config_hash
 from trainer.data.window_file import write_windows_file

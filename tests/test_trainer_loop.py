@@ -20,12 +20,12 @@ import torch
 import yaml
 from prometheus_client import CollectorRegistry
 
+from bench.trainer_fixtures import Message, publish, small_settings, traffic_messages
 from ingest.bus import TopicPartition
 from ingest.bus.embedded import EmbeddedBus
 from ingest.contract.dead_letters import HEADER_ERROR
 from ingest.contract.topics import dead_letter_topic
 from ingest.registry import versions
-from tests.trainer_fixtures import Message, publish, small_settings, traffic_messages
 from trainer.__main__ import main
 from trainer.checkpoint import CheckpointError, checkpoint_files, read_checkpoint
 from trainer.config import ExportConfig, LossConfig, ModelConfig

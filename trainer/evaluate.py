@@ -26,8 +26,8 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from ingest.contract import WindowDecodeError, decode_window
+from ingest.contract.model_input import model_input
 from ingest.registry import ModelMetadata, verify_version
-from trainer.data.augment import evaluation_frames
 from trainer.losses.infonce import info_nce
 from trainer.losses.order import ORDER_CLASSES
 from trainer.losses.pixel import psnr
@@ -51,7 +51,7 @@ def prepare_windows(
             log.warning("held-out window skipped: %s", error)
             continue
         if decoded.shape[0] >= window:
-            frames.append(evaluation_frames(decoded, height, width, channels, window))
+            frames.append(model_input(decoded, height, width, channels, window))
     if not frames:
         return np.zeros((0, window, height, width, channels), dtype=np.uint8)
     return np.stack(frames)

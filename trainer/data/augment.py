@@ -9,55 +9,15 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
+from ingest.contract.model_input import centre_crop_box, match_channels, model_input, resize_frames
 from trainer.config import DataConfig, ModelConfig
 
 Frames = npt.NDArray[np.uint8]
+__all__ = ["ClipAugment", "Frames", "match_channels"]
 _GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
-def match_channels(frames: Frames, channels: int) -> Frames:
-    """``[T, H, W, C]`` with C in (1, 3) → ``channels`` channels (gray is replicated; RGB is luma-weighted)."""
-    have = frames.shape[-1]
-    if have == channels:
-        return frames
-    if channels == 3:
-        return np.repeat(frames, 3, axis=-1)
-    gray = (frames.astype(np.float32) @ _GRAY_WEIGHTS)[..., None]
-    return np.clip(gray + 0.5, 0, 255).astype(np.uint8)
-
-
-def _resize(frames: Frames, width: int, height: int) -> Frames:
-    """Resize every frame; area interpolation to shrink, bilinear to enlarge."""
-    if frames.shape[1:3] == (height, width):
-        return np.ascontiguousarray(frames)
-    shrink = frames.shape[1] >= height and frames.shape[2] >= width
-    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    out = np.empty((frames.shape[0], height, width, frames.shape[3]), dtype=np.uint8)
-    for index, frame in enumerate(frames):
-        resized = cv2.resize(frame, (width, height), interpolation=interpolation)
-        out[index] = resized.reshape(height, width, -1)
-    return out
-
-
-def centre_crop_box(height: int, width: int, aspect: float) -> tuple[int, int, int, int]:
-    """(y0, x0, h, w) of the largest centred box with ``w / h == aspect``."""
-    if width / height > aspect:
-        box_w, box_h = round(height * aspect), height
-    else:
-        box_w, box_h = width, round(width / aspect)
-    return (height - box_h) // 2, (width - box_w) // 2, box_h, box_w
-
-
-def evaluation_frames(frames: Frames, height: int, width: int, channels: int, window: int) -> Frames:
-    """Deterministic model input: the first ``window`` frames, the largest centred crop of the model's aspect,
-    resized to ``height × width``; used for evaluation, parity checks and calibration."""
-    clip = match_channels(frames[:window], channels)
-    y0, x0, h, w = centre_crop_box(clip.shape[1], clip.shape[2], width / height)
-    return _resize(clip[:, y0 : y0 + h, x0 : x0 + w], width, height)
 
 
 class ClipAugment:
@@ -72,9 +32,9 @@ class ClipAugment:
         return self.model.frame_width / self.model.frame_height
 
     def evaluate(self, frames: Frames) -> Frames:
-        """See :func:`evaluation_frames`."""
+        """The deterministic model input of :func:`ingest.contract.model_input.model_input`."""
         model = self.model
-        return evaluation_frames(frames, model.frame_height, model.frame_width, model.channels, model.window)
+        return model_input(frames, model.frame_height, model.frame_width, model.channels, model.window)
 
     def train(self, frames: Frames, start: int, rng: np.random.Generator) -> Frames:
         """T frames from ``start``, one random resized crop and one colour jitter for all of them."""
@@ -82,7 +42,7 @@ class ClipAugment:
         clip = match_channels(frames[start : start + model.window], model.channels)
         height, width = clip.shape[1:3]
         y0, x0, h, w = self._random_box(height, width, rng)
-        out = _resize(clip[:, y0 : y0 + h, x0 : x0 + w], model.frame_width, model.frame_height)
+        out = resize_frames(clip[:, y0 : y0 + h, x0 : x0 + w], model.frame_width, model.frame_height)
         if data.hflip and rng.random() < 0.5:
             out = np.ascontiguousarray(out[:, :, ::-1])
         return self._jitter(out, rng)

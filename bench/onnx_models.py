@@ -341,7 +341,7 @@ def make_registry_version(
                 normalisation={"mean": MEAN[:channels], "std": STD[:channels]},
             ),
             files=entries,
-            extra={"stand_in": "tests/onnx_models.py"},
+            extra={"stand_in": "bench/onnx_models.py"},
         )
         version = publish_version(registry, metadata, files)
     if promote:
