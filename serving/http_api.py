@@ -296,7 +296,7 @@ class ServingApi:
 
     async def score(self, name: str, request: Request) -> Response:
         model, window, outputs = await self._run_window(request, name)
-        return json_response(score_window(model, window, outputs, self.ctx.normaliser))
+        return json_response(score_window(model, window, outputs, self.ctx.normaliser, self.ctx.metrics))
 
     async def _run_window(self, request: Request, name: str) -> tuple[LoadedModel, Window, WindowOutputs]:
         with self.ctx.slot.acquire(name) as model:

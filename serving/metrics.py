@@ -60,6 +60,14 @@ class ServingMetrics:
             ["result", "reason"],
             registry=r,
         )
+        # z-scores per camera: an alert compares the share above 3 with the camera's usual share.
+        self.anomaly_score = Histogram(
+            f"{PREFIX}anomaly_score",
+            "Anomaly z-score of each scored window (per-camera statistics, after warm-up), by camera",
+            ["camera"],
+            buckets=(-2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 10.0),
+            registry=r,
+        )
         self.stream_windows = Counter(
             f"{PREFIX}stream_windows",
             "Stream-mode input messages processed, by result (scored, dead_lettered)",

@@ -156,7 +156,7 @@ class StreamWorker:
                         dead_letters.send(record, f"inference failed: {error}")
                         dead += 1
                         continue
-                    result = score_window(model, window, outputs, self.normaliser, with_embedding=True)
+                    result = score_window(model, window, outputs, self.normaliser, self.metrics, with_embedding=True)
                     sends.append(
                         producer.send(
                             self.config.output_topic,

@@ -15,6 +15,7 @@ from ingest.contract import Window, WindowDecodeError, decode_window
 from ingest.contract.model_input import ModelInputError, model_input
 from serving.anomaly import CameraScore, ScoreNormaliser
 from serving.errors import InvalidInputError
+from serving.metrics import ServingMetrics
 from serving.model import LoadedModel, WindowOutputs
 
 RESULT_SCHEMA = "streamssl.score/1"
@@ -68,12 +69,15 @@ def score_window(
     window: Window,
     outputs: WindowOutputs,
     normaliser: ScoreNormaliser,
+    metrics: ServingMetrics,
     *,
     with_embedding: bool = False,
 ) -> dict[str, Any]:
     """The result of one window (``outputs`` of a batch of one); updates the camera's running statistics."""
     raw = float(outputs.raw_scores[0])
     camera: CameraScore = normaliser.observe(window.camera_id, model.version, raw)
+    if camera.z is not None:
+        metrics.anomaly_score.labels(window.camera_id).observe(camera.z)
     result: dict[str, Any] = {
         "schema": RESULT_SCHEMA,
         "model_name": model.name,

@@ -322,3 +322,17 @@ def test_command_line_requires_the_registry_and_checkpoint_directory(capsys: pyt
     error = capsys.readouterr().err
     assert "registry" in error
     assert "checkpoint_dir" in error
+
+
+def test_a_time_bounded_run_exports_like_a_step_bounded_one(embedded_bus: EmbeddedBus, tmp_path: Path) -> None:
+    topic = "minutes"
+    publish(embedded_bus, topic, traffic_messages(1)[:30])
+    holdout = {"data": {**SMALL["data"], "holdout_every": 4}}
+    _, result = run(embedded_bus, tmp_path, topic, max_minutes=0.1, progress_every=2, **holdout)
+    assert result.steps_this_run > 0
+    assert result.exported_version == "1", "the end of a time-bounded run exports"
+    assert result.gate is not None
+    train_log = [json.loads(line) for line in (tmp_path / "checkpoints" / "train.jsonl").read_text().splitlines()]
+    assert train_log, "every progress report is logged for the report's loss curves"
+    assert {"loss_total", "loss_future", "loss_order", "loss_pixel", "windows_per_s"} <= set(train_log[-1])
+    assert [entry["step"] for entry in train_log] == sorted(entry["step"] for entry in train_log)

@@ -29,6 +29,7 @@ FLAGS = (
     Flag("registry", metavar="DIR"),
     Flag("checkpoint_dir", metavar="DIR"),
     Flag("max_steps", metavar="N"),
+    Flag("max_minutes", metavar="M"),
     Flag("eval_every", metavar="N", help="evaluate on held-out windows every N steps"),
     Flag("export_every", metavar="N", help="export and run the promotion gate every N steps"),
     Flag("device", help="auto: CUDA when present"),

@@ -154,6 +154,9 @@ class EvalConfig(BaseModel):
     max_windows: int = Field(256, ge=1)
     batch_size: int = Field(16, ge=2, description="in-batch candidates for future top-1 = batch_size × M")
     log_name: str = Field("eval.jsonl", description="JSON-lines log in the checkpoint directory")
+    train_log_name: str = Field(
+        "train.jsonl", description="JSON-lines log of the losses and throughput at every progress report"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> EvalConfig:
@@ -186,6 +189,9 @@ class TrainerSettings(CommonSettings):
     registry: Path = Field(description="model registry directory")
     checkpoint_dir: Path = Field(description="checkpoints, the resolved config and the eval log")
     max_steps: int | None = Field(None, ge=1, description="stop (export, gate, exit 0) after this many steps")
+    max_minutes: float | None = Field(
+        None, gt=0, description="stop (export, gate, exit 0) after training this many minutes"
+    )
     eval_every: int = Field(200, ge=1)
     export_every: int = Field(1000, ge=1)
     progress_every: int = Field(20, ge=1)

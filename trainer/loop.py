@@ -175,6 +175,7 @@ class _Run:
         self.meter = ThroughputMeter(
             metrics, self.replay, self.heldout, data.batch_size, settings.progress_every, settings.max_steps,
             show_progress=dist.is_main,
+            log=EvalLog(settings.checkpoint_dir / settings.eval.train_log_name) if dist.is_main else None,
         )  # fmt: skip
 
     def _model_config(self, payload: dict[str, Any] | None) -> ModelConfig:
@@ -226,19 +227,22 @@ class _Run:
         max_steps, start_step = settings.max_steps, self.step
         self._start_consuming()
         last_checkpoint = time.monotonic()
-        stopped = False
+        deadline = None if settings.max_minutes is None else last_checkpoint + 60 * settings.max_minutes
+        stopped = out_of_time = False
         self.meter.begin_interval()
         try:
             while max_steps is None or self.step < max_steps:
                 # A collective: every rank takes the same decision, at the same point of every step.
-                stop, time_due = distributed.any_true(
-                    [stop_requested.is_set(), time.monotonic() - last_checkpoint > settings.checkpoint.every_s],
+                now = time.monotonic()
+                stop, time_due, out_of_time = distributed.any_true(
+                    [stop_requested.is_set(), now - last_checkpoint > settings.checkpoint.every_s,
+                     deadline is not None and now >= deadline],
                     dist,
                     self.device,
-                )
-                if stop:
+                )  # fmt: skip
+                if stop or out_of_time:
                     self.feed.stop_planning()
-                    stopped = True
+                    stopped = stop
                     break
                 trained = self._train_one()
                 if trained is None:  # no batch: a stop was requested
@@ -253,7 +257,7 @@ class _Run:
                     last_checkpoint = time.monotonic()
                 if dist.is_main:
                     self.exports.after_step(self.step)
-            self._finish(start_step, stopped)
+            self._finish(start_step, stopped, out_of_time)
         finally:
             self._close()
         return RunResult(
@@ -311,15 +315,17 @@ class _Run:
     def _checkpoint(self) -> bool:
         return self.checkpoints.checkpoint(self.step, self.feed.in_flight(), self.evaluator.last)
 
-    def _finish(self, start_step: int, stopped: bool) -> None:
-        """After the loop: wait for a background export, checkpoint what is not yet, export a finished bounded run."""
+    def _finish(self, start_step: int, stopped: bool, out_of_time: bool) -> None:
+        """After the loop: wait for a background export, checkpoint what is not yet, export a finished bounded run
+        (``max_steps`` reached, or ``max_minutes`` up with at least one step trained)."""
         max_steps = self.settings.max_steps
+        finished = (max_steps is not None and self.step >= max_steps) or (out_of_time and self.step > start_step)
         self.exports.collect(wait=True)
         if (self.step > start_step or stopped) and self.checkpoints.checkpointed_step != self.step:
             self._checkpoint()
         if self.step == start_step and max_steps is not None and self.step >= max_steps:
             log.info("the checkpoint is already at step %d of --max-steps %d: nothing to do", self.step, max_steps)
-        elif max_steps is not None and self.step >= max_steps and self.settings.export.at_end:
+        elif finished and not stopped and self.settings.export.at_end:
             if self.dist.is_main:
                 self.exports.export_now(self.step)
             distributed.barrier(self.dist)

@@ -11,6 +11,7 @@ from trainer.collapse import collapse_stats
 from trainer.data.batches import Batch
 from trainer.data.heldout import HeldOutSet
 from trainer.data.replay import ReplayBuffer
+from trainer.evaluate import EvalLog
 from trainer.losses.total import LossParts
 from trainer.metrics import TrainerMetrics
 
@@ -31,6 +32,7 @@ class ThroughputMeter:
         progress_every: steps between reports.
         max_steps: the bound of the run, if any (its last step reports too; the line shows the ETA).
         show_progress: whether this process logs the progress line.
+        log: where each report is also appended as JSON (``kind: "train"``), for plots; None: nowhere.
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class ThroughputMeter:
         progress_every: int,
         max_steps: int | None,
         show_progress: bool,
+        log: EvalLog | None = None,
     ) -> None:
         self.metrics = metrics
         self.replay = replay
@@ -50,6 +53,7 @@ class ThroughputMeter:
         self.progress_every = progress_every
         self.max_steps = max_steps
         self.show_progress = show_progress
+        self.log = log
         self._iteration_start = 0.0
         self._waited = 0.0
         self.begin_interval()
@@ -112,6 +116,19 @@ class ThroughputMeter:
         metrics.data_wait_fraction.set(wait_fraction)
         if self.show_progress:
             self._progress(step, parts, windows_per_s, wait_fraction, stats.effective_rank)
+        if self.log is not None:
+            scalars = parts.scalars()
+            self.log.write(
+                "train",
+                step,
+                {
+                    **{f"loss_{task}": scalars[task] for task in ("total", "future", "order", "pixel")},
+                    **{name: scalars[name] for name in ("future_top1", "order_accuracy")},
+                    "windows_per_s": windows_per_s,
+                    "data_wait_fraction": wait_fraction,
+                    "effective_rank": stats.effective_rank,
+                },
+            )
         self.begin_interval()
 
     def _progress(self, step: int, parts: LossParts, windows_per_s: float, wait_fraction: float, rank: float) -> None:

@@ -6,7 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ingest.tools import demo_command, synth_command, windows_tail
+from ingest.tools import synth_command, windows_tail
+from ingest.tools.demo import command as demo_command
+from ingest.tools.report import command as report_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     synth_command.add_parser(subparsers)
     demo_command.add_parser(subparsers)
+    report_command.add_parser(subparsers)
     windows = subparsers.add_parser("windows", help="inspect windows on the bus")
     windows_commands = windows.add_subparsers(dest="windows_command", metavar="COMMAND", required=True)
     windows_tail.add_parser(windows_commands)
