@@ -80,6 +80,11 @@ class ServingMetrics:
             ["partition"],
             registry=r,
         )
+        self.stream_inference_errors = Counter(
+            f"{PREFIX}stream_inference_errors",
+            "Stream-mode batches whose inference failed on the node's side (read again, never dead-lettered)",
+            registry=r,
+        )
         self.stream_publish_errors = Counter(
             f"{PREFIX}stream_publish_errors",
             "Stream-mode result batches not acknowledged by the bus (their windows are read again)",

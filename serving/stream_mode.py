@@ -6,8 +6,9 @@ in order in one partition), waits until the bus acknowledged every result, and o
 A crash before the commit means those windows are read again: duplicates after a crash, never losses.
 
 A message that is not a window, or a window the model cannot take, goes to the dead-letter topic with the reason in
-the ``streamssl-error`` header and is committed past. If results cannot be published, nothing is committed and the
-consumer is reopened, so it resumes at the last committed offset.
+the ``streamssl-error`` header and is committed past. A fault on the node's side (inference failed) is never filed
+as bad input: nothing of the batch is published or committed, and the windows are read again. If results cannot be
+published, nothing is committed either and the consumer is reopened, so it resumes at the last committed offset.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from ingest.contract.messages import window_from_record
 from ingest.runtime.dead_letters import DeadLetters
 from serving.anomaly import ScoreNormaliser
 from serving.batcher import Batcher
-from serving.errors import ServingError
+from serving.errors import InvalidInputError
 from serving.metrics import ServingMetrics
-from serving.model import WindowOutputs
+from serving.model import LoadedModel, WindowOutputs
 from serving.model_slot import ModelSlot
 from serving.tensors import dumps
 from serving.windows import RESULT_SCHEMA, score_window, window_frames
@@ -134,41 +135,29 @@ class StreamWorker:
             self._update_lag(consumer)
 
     def _process(self, records: list[Record], producer: BusProducer, dead_letters: DeadLetters) -> bool:
-        """Score and publish ``records``; True once every result and dead letter is acknowledged."""
-        sends: list[Future[Delivered]] = []
-        scored = dead = 0
+        """Score and publish ``records``; True once every result and dead letter is acknowledged.
+
+        Only bad input is dead-lettered (not a window, or a window the model cannot take). A fault on our side (an
+        inference error, a model swap gone wrong) publishes nothing of the batch and commits nothing: the windows
+        are read again, never parked as if they were bad.
+        """
         try:
-            pending: list[tuple[Record, Window, Future[WindowOutputs]]] = []
             with self.slot.acquire() as model:
-                for record in records:
-                    try:
-                        window = window_from_record(record)
-                        frames = window_frames(model, window)
-                    except (WindowDecodeError, ServingError) as error:
-                        dead_letters.send(record, str(error))
-                        dead += 1
-                        continue
-                    pending.append((record, window, self.batcher.submit_windows(model, frames, block=True)))
-                for record, window, future in pending:
-                    try:
-                        outputs = future.result()
-                    except Exception as error:  # inference failed for this window: park it, keep going
-                        dead_letters.send(record, f"inference failed: {error}")
-                        dead += 1
-                        continue
-                    result = score_window(model, window, outputs, self.normaliser, self.metrics, with_embedding=True)
-                    sends.append(
-                        producer.send(
-                            self.config.output_topic,
-                            dumps(result),
-                            key=window.camera_id.encode("utf-8"),
-                            headers=(
-                                ("content-type", b"application/json"),
-                                ("streamssl-schema", RESULT_SCHEMA.encode()),
-                            ),
-                        )
+                parked, pending = self._prepare(model, records)
+                try:
+                    scored = [(record, window, future.result()) for record, window, future in pending]
+                except Exception as error:
+                    self.metrics.stream_inference_errors.inc()
+                    log.error(
+                        "stream mode: inference failed (%s); nothing of these %d windows is published or committed: "
+                        "they will be scored again",
+                        error,
+                        len(records),
                     )
-                    scored += 1
+                    return False
+                for record, reason in parked:
+                    dead_letters.send(record, reason)
+                sends = [self._publish(producer, model, window, outputs) for _, window, outputs in scored]
             for sent in sends:
                 sent.result(timeout=self.config.ack_timeout_s)
             dead_letters.flush(self.config.ack_timeout_s)
@@ -178,9 +167,36 @@ class StreamWorker:
                 "stream mode: results of %d windows not acknowledged (%s); reading them again", len(records), error
             )
             return False
-        self.metrics.stream_windows.labels("scored").inc(scored)
-        self.metrics.stream_windows.labels("dead_lettered").inc(dead)
+        self.metrics.stream_windows.labels("scored").inc(len(scored))
+        self.metrics.stream_windows.labels("dead_lettered").inc(len(parked))
         return True
+
+    def _prepare(
+        self, model: LoadedModel, records: list[Record]
+    ) -> tuple[list[tuple[Record, str]], list[tuple[Record, Window, Future[WindowOutputs]]]]:
+        """Decode and check each record; (bad input with its reason, windows submitted for inference)."""
+        parked: list[tuple[Record, str]] = []
+        pending: list[tuple[Record, Window, Future[WindowOutputs]]] = []
+        for record in records:
+            try:
+                window = window_from_record(record)
+                frames = window_frames(model, window)
+            except (WindowDecodeError, InvalidInputError) as error:
+                parked.append((record, str(error)))
+                continue
+            pending.append((record, window, self.batcher.submit_windows(model, frames, block=True)))
+        return parked, pending
+
+    def _publish(
+        self, producer: BusProducer, model: LoadedModel, window: Window, outputs: WindowOutputs
+    ) -> Future[Delivered]:
+        result = score_window(model, window, outputs, self.normaliser, self.metrics, with_embedding=True)
+        return producer.send(
+            self.config.output_topic,
+            dumps(result),
+            key=window.camera_id.encode("utf-8"),
+            headers=(("content-type", b"application/json"), ("streamssl-schema", RESULT_SCHEMA.encode())),
+        )
 
     def _update_lag(self, consumer: BusConsumer) -> None:
         now = time.monotonic()

@@ -4,8 +4,12 @@ one process on the embedded bus, with every service's defaults, and leaves a rep
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
 import sys
+import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -40,3 +44,38 @@ def test_the_demo_runs_the_whole_pipeline_and_writes_a_report(tmp_path: Path) ->
     assert (run_dir / "trainer" / "train.jsonl").stat().st_size > 0
     # losses, accuracy, pixel strip, score timeline, top windows, embedding map: all drawn from this run
     assert_renders_in_browser(run_dir / "report.html", tmp_path, images=6)
+
+
+@pytest.mark.kafka
+def test_over_kafka_the_demo_serves_until_ctrl_c_then_shuts_down_cleanly(kafka_bootstrap: str, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "ingest.tools.umbrella", "demo", "--minutes", "1", "--seconds", "20",
+         "--bus", f"kafka://{kafka_bootstrap}", "--topic", f"demo.{uuid.uuid4().hex[:8]}", "--run-dir", str(run_dir)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = _serving_url(demo)
+        with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=10) as response:
+            assert response.status == 200, "serving stays up after the demo"
+        demo.send_signal(signal.SIGINT)
+        _, rest = demo.communicate(timeout=120)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 0, rest[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["bus"] == f"kafka://{kafka_bootstrap}"
+    assert summary["windows_scored"] == summary["windows_published"] > 0, summary
+
+
+def _serving_url(demo: subprocess.Popen[str]) -> str:
+    """Read the demo's stderr until it says it is serving; the URL it names."""
+    assert demo.stderr is not None
+    seen: list[str] = []
+    for line in demo.stderr:
+        seen.append(line)
+        match = re.search(r"serving on (http://\S+) .*Ctrl-C stops it", line)
+        if match:
+            return match[1]
+    raise AssertionError("the demo ended without serving:\n" + "".join(seen[-40:]))

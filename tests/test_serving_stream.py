@@ -344,3 +344,32 @@ def _window_id(record: Record) -> str:
     from ingest.contract import decode_header
 
     return decode_header(record.value).window_id
+
+
+def test_an_inference_fault_is_never_filed_as_bad_input(registry: Path, embedded_bus: EmbeddedBus) -> None:
+    # A fault on the node's side must not park good windows in the dead-letter topic or commit past them: the
+    # batch is read again and every window is scored once the fault is gone.
+    topic, out = "in.faulty", "out.faulty"
+    embedded_bus.create_topic(topic, 1)
+    good = windows(cameras=2, per_camera=6)
+    with running_node(registry, bus=embedded_bus, stream_topic=topic, output_topic=out, group_id="g-fault") as node:
+        real_submit = node.batcher.submit_windows
+        failures = {"left": 3}
+
+        def flaky_submit(*args: Any, **kwargs: Any) -> Future[Any]:
+            if failures["left"] > 0:
+                failures["left"] -= 1
+                broken: Future[Any] = Future()
+                broken.set_exception(RuntimeError("onnxruntime: injected provider failure"))
+                return broken
+            return real_submit(*args, **kwargs)
+
+        node.batcher.submit_windows = flaky_submit  # type: ignore[method-assign]
+        publish(embedded_bus, topic, good)
+        reader = TopicReader(embedded_bus, out)
+        wait_until(lambda: set(results_by_window(reader.read())) == {w.window_id for w in good}, "every window scored")
+        metrics = _metrics(node)
+    assert failures["left"] == 0, "the fault was injected"
+    assert TopicReader(embedded_bus, dead_letter_topic(topic)).read() == [], "no good window was dead-lettered"
+    assert metric(metrics, "streamssl_serving_stream_inference_errors_total") >= 1
+    assert metric(metrics, "streamssl_serving_stream_windows_total", result="dead_lettered") == 0

@@ -94,7 +94,7 @@ def ingest(options: DemoOptions, bus: Bus, url: str, say: Say) -> int:
 def train(options: DemoOptions, bus: Bus, say: Say) -> dict[str, Any]:
     """The continual trainer with its defaults, bounded by what the budget leaves; exports and gates at the end."""
     from trainer.config import TrainerSettings
-    from trainer.loop import Trainer
+    from trainer.loop import Trainer, resolve_device
 
     minutes = max(MIN_TRAIN_MINUTES, (options.deadline - time.monotonic() - RESERVE_S) / 60)
     settings = TrainerSettings(
@@ -109,7 +109,8 @@ def train(options: DemoOptions, bus: Bus, say: Say) -> dict[str, Any]:
         # A demo clip is short: hold 1 window in 5 out, so the evaluation and the gate have a few dozen.
         data={"holdout_every": 5, "group_id": f"streamssl-demo-{uuid.uuid4().hex[:8]}"},
     )
-    say(f"trainer: {minutes:.1f} min on {settings.device}, then export to ONNX and the promotion gate")
+    device = resolve_device(settings.device, 0).type
+    say(f"trainer: {minutes:.1f} min on {device}, then export to ONNX and the promotion gate")
     result = Trainer(settings, bus).run()
     gate = result.gate
     say(
