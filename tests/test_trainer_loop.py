@@ -8,6 +8,8 @@ import logging
 import re
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -336,3 +338,43 @@ def test_a_time_bounded_run_exports_like_a_step_bounded_one(embedded_bus: Embedd
     assert train_log, "every progress report is logged for the report's loss curves"
     assert {"loss_total", "loss_future", "loss_order", "loss_pixel", "windows_per_s"} <= set(train_log[-1])
     assert [entry["step"] for entry in train_log] == sorted(entry["step"] for entry in train_log)
+
+
+def test_a_hung_background_export_is_killed_at_its_timeout(tmp_path: Path) -> None:
+    config = ModelConfig(encoder_width=8, embedding_dim=32)
+    frames = np.zeros((2, config.window, config.frame_height, config.frame_width, config.channels), np.uint8)
+    spec = ExportSpec(
+        step=3, registry=tmp_path / "registry", export=ExportConfig(exporter="torchscript", opset=17), model=config,
+        loss=LossConfig(), ema_decay=0.99, eval_batch_size=4, config_hash="x", metrics={},
+        eval_log=tmp_path / "eval.jsonl",
+    )  # fmt: skip
+    weights = dict(StreamSSLModel(config).state_dict())
+    background = BackgroundExport(ExportJob(spec, weights, frames, frames[:0], []), threads=1)
+    background._process.kill()  # stand in a child that hangs for the real one
+    background._process.wait()
+    background._process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    hung = background._process
+    outcome = background.wait(timeout_s=0.5)
+    assert (outcome.result, outcome.step) == ("failed", 3)
+    assert "did not finish within 0.5 s" in (outcome.error or "")
+    assert hung.poll() is not None, "the hung child was killed"
+
+
+def test_a_failing_final_export_is_reported_not_raised(
+    embedded_bus: EmbeddedBus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trainer.export_scheduler
+
+    def broken(job: ExportJob) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(trainer.export_scheduler, "run_export", broken)
+    publish(embedded_bus, "final", traffic_messages(1)[:12])
+    trained, result = run(embedded_bus, tmp_path, "final", max_steps=3)
+    assert result.step == 3
+    assert result.exported_version is None
+    assert result.export_error is not None
+    assert "No space left on device" in result.export_error
+    failed = trained.metrics.registry.get_sample_value("streamssl_trainer_exports_total", {"result": "failed"})
+    assert failed == 1
+    assert checkpoint_files(tmp_path / "checkpoints"), "the training is checkpointed all the same"

@@ -101,6 +101,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             result.exported_version or "none",
             f"; gate {'promoted' if gate.promoted else 'refused'} it" if gate else "",
         )
+        if result.export_error is not None:
+            print(
+                f"streamssl-train: error: the export at the end of the run failed ({result.export_error}); "
+                f"training up to step {result.step} is checkpointed and resumes from there",
+                file=sys.stderr,
+            )
+            return 1
         return 0
 
     return run_command("streamssl-train", action)

@@ -179,6 +179,9 @@ class ExportConfig(BaseModel):
     calibration_windows: int = Field(32, ge=1)
     pixel_predictor: bool = True
     at_end: bool = Field(True, description="export and run the gate when a bounded run (max_steps) ends")
+    timeout_s: float = Field(
+        1800.0, gt=0, description="a background export child still running this long at shutdown is killed"
+    )
     gate_tolerance: float = Field(0.02, ge=0, description="allowed drop of future top-1 (absolute)")
     gate_psnr_tolerance_db: float = Field(0.25, ge=0, description="allowed drop of pixel PSNR gain (dB)")
 

@@ -186,8 +186,17 @@ class BackgroundExport:
             return None
         return self._finish()
 
-    def wait(self) -> ExportOutcome:
-        self._process.wait()
+    def wait(self, timeout_s: float | None = None) -> ExportOutcome:
+        """The outcome once the child has exited; a child still running after ``timeout_s`` is killed (a hung
+        export must not hang the trainer's shutdown) and is a ``failed`` outcome. None: no limit."""
+        try:
+            self._process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+            self._scratch.cleanup()
+            error = f"the export did not finish within {timeout_s:g} s: killed"
+            return ExportOutcome("failed", self.step, error=error)
         return self._finish()
 
     def _finish(self) -> ExportOutcome:

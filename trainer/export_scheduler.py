@@ -60,6 +60,7 @@ class ExportScheduler:
         self.metrics = metrics
         self.version: str | None = None  # of the last recorded export (None: it published nothing)
         self.decision: GateDecision | None = None
+        self.error: str | None = None  # why the last recorded export published nothing, if it failed
         self._background: BackgroundExport | None = None
 
     def after_step(self, step: int) -> None:
@@ -73,19 +74,26 @@ class ExportScheduler:
         """Record the background export if it has finished (with ``wait``, once it has); nothing if none runs."""
         if self._background is None:
             return
-        outcome = self._background.wait() if wait else self._background.poll()
+        outcome = self._background.wait(self.settings.export.timeout_s) if wait else self._background.poll()
         if outcome is None:
             return
         self._background = None
         self._record(outcome)
 
     def export_now(self, step: int) -> None:
-        """Export in this process (the end of a bounded run); errors other than parity propagate."""
+        """Export in this process (the end of a bounded run). A failure is recorded (``error``), counted and
+        logged like a background one; the checkpoint is already written, so no training is lost."""
         job = self._job(step)
         if job is None:
             self.version, self.decision = None, None
-        else:
-            self._record(run_export(job))
+            self.error = "no window to check parity on"
+            return
+        try:
+            outcome = run_export(job)
+        except Exception as error:  # the run's training is checkpointed; report the export's failure, not a crash
+            log.exception("the export at the end of the run failed")
+            outcome = ExportOutcome("failed", step, error=f"{type(error).__name__}: {error}")
+        self._record(outcome)
 
     def _start_background(self, step: int) -> None:
         """A periodic export in a child process; skipped (counted) while the previous one still runs."""
@@ -113,6 +121,7 @@ class ExportScheduler:
             metrics.gate_decisions.labels("promoted" if outcome.decision.promoted else "refused").inc()
             metrics.production_version.set(int(outcome.production) if outcome.production else 0)
         self.version, self.decision = outcome.version, outcome.decision
+        self.error = outcome.error
 
     def _job(self, step: int) -> ExportJob | None:
         """Snapshot what an export of the EMA model at ``step`` needs; None (counted) without windows to check."""

@@ -71,6 +71,7 @@ class RunResult:
     exported_version: str | None = None
     gate: GateDecision | None = None
     committed: dict[TopicPartition, int] = field(default_factory=dict)
+    export_error: str | None = None  # why the export that ends a bounded run published nothing
 
 
 def resolve_device(choice: str, local_rank: int) -> torch.device:
@@ -143,6 +144,7 @@ class _Run:
         # The order of construction is part of reproducibility: the learner seeds torch before building the model.
         self.learner = Learner(model_config, settings, dist, device)
         self.step = 0
+        self.final_export_error: str | None = None
         data, seed = settings.data, settings.optim.seed
         self.replay = ReplayBuffer(data.replay_windows, data.replay_bytes, seed=seed + 7919 * dist.rank)
         self.heldout = self._held_out_set()
@@ -268,6 +270,7 @@ class _Run:
             exported_version=self.exports.version,
             gate=self.exports.decision,
             committed=dict(self.checkpoints.committed),
+            export_error=self.final_export_error,
         )
 
     def _start_consuming(self) -> None:
@@ -328,6 +331,7 @@ class _Run:
         elif finished and not stopped and self.settings.export.at_end:
             if self.dist.is_main:
                 self.exports.export_now(self.step)
+                self.final_export_error = self.exports.error
             distributed.barrier(self.dist)
 
     def _close(self) -> None:

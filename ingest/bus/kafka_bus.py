@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -448,25 +448,40 @@ class KafkaBusConsumer(BusConsumer):
         found = groups.get(self.group_id, {}).get(wanted)
         return None if found is None or found.offset < 0 else int(found.offset)
 
+    @contextlib.contextmanager
+    def _translated(self, doing: str) -> Iterator[None]:
+        """kafka-python's errors (its own, and the AssertionError some of its checks raise) as a BusError."""
+        try:
+            yield
+        except (kafka_errors.KafkaError, AssertionError) as error:
+            raise self._bus._error(error, doing) from error
+
     def assignment(self) -> set[TopicPartition]:
-        return {TopicPartition(partition.topic, partition.partition) for partition in self._consumer.assignment()}
+        with self._translated("reading the assignment"):
+            assigned = self._consumer.assignment()
+        return {TopicPartition(partition.topic, partition.partition) for partition in assigned}
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         if offset < 0:
             raise ValueError(f"offset must be >= 0, got {offset}")
         if partition not in self.assignment():
             raise BusError(f"cannot seek {partition}: not assigned to this consumer")
-        self._consumer.seek(KafkaTopicPartition(partition.topic, partition.partition), offset)
+        with self._translated(f"seeking {partition} to {offset}"):
+            self._consumer.seek(KafkaTopicPartition(partition.topic, partition.partition), offset)
 
     def _assigned(self, partitions: Collection[TopicPartition]) -> list[KafkaTopicPartition]:
         assigned = self.assignment()
         return [KafkaTopicPartition(p.topic, p.partition) for p in partitions if p in assigned]
 
     def pause(self, partitions: Collection[TopicPartition]) -> None:
-        self._consumer.pause(*self._assigned(partitions))
+        assigned = self._assigned(partitions)
+        with self._translated(f"pausing {sorted(partitions)}"):
+            self._consumer.pause(*assigned)
 
     def resume(self, partitions: Collection[TopicPartition]) -> None:
-        self._consumer.resume(*self._assigned(partitions))
+        assigned = self._assigned(partitions)
+        with self._translated(f"resuming {sorted(partitions)}"):
+            self._consumer.resume(*assigned)
 
     def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         if not partitions:
@@ -485,7 +500,8 @@ class KafkaBusConsumer(BusConsumer):
             return
         self._closed = True
         # Leaves the group (LeaveGroup), so the other members take over at once instead of after the session timeout.
-        self._consumer.close(autocommit=False, timeout_ms=_ms(self._bus.connect_timeout_s))
+        with self._translated(f"closing the consumer of group {self.group_id!r}"):
+            self._consumer.close(autocommit=False, timeout_ms=_ms(self._bus.connect_timeout_s))
 
 
 def _ms(seconds: float) -> int:
