@@ -6,12 +6,14 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-VENV=$(bash scripts/bootstrap.sh ingest,trainer,serving,dev | tail -n 1)
+VENV=$(bash scripts/bootstrap.sh ingest,trainer,serving,tools,dev | tail -n 1)
 export PATH="$VENV/bin:$PATH"
 
 echo "== fetching the Kafka broker (cached) and installing the RTSP test camera"
 bash scripts/kafka.sh fetch
 bash scripts/install-rtsp.sh
+bash scripts/install-browser.sh
+bash scripts/install-deploy-tools.sh
 echo "== ruff"
 ruff check .
 echo "== mypy"
