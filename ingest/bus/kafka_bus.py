@@ -117,6 +117,9 @@ def _connect(factory: Callable[..., _Client], servers: Sequence[str], config: di
         raise
 
 
+METADATA_MAX_AGE_MS = 5_000
+
+
 class KafkaBus(Bus):
     """A connection to a Kafka cluster.
 
@@ -274,6 +277,9 @@ class KafkaBus(Bus):
             session_timeout_ms=_ms(self.session_timeout_s),
             heartbeat_interval_ms=_ms(self.heartbeat_interval_s),
             max_poll_interval_ms=_ms(self.max_poll_interval_s),
+            # A group leader whose metadata lacked a just-created topic assigns none of its partitions ("No
+            # partition metadata for topic") and notices only at its next metadata refresh: 5 s, not 5 minutes.
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
         )
         config.update(
             group_id=group_id,
