@@ -6,7 +6,8 @@ predicted and actual embeddings, averaged over the M frames (0 = perfect, 2 = op
 highway is busier than a car park), so raw scores are only comparable within a camera: each camera keeps running
 statistics and the reported score is the z-score against them — computed before the window is added, so an anomaly
 does not hide itself. The optional pixel head gives a second, interpretable error (MSE of the low-resolution next
-frame, as in Liu et al., CVPR 2018).
+frame, as in Liu et al., CVPR 2018). A third score, ``knn_score``, is the window's distance to the camera's own
+memory of normal windows (:mod:`serving.normal_memory`), which does not reward the predictable.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import numpy.typing as npt
+
+from serving.normal_memory import FeatureMemory
 
 _EPS = 1e-8
 
@@ -83,24 +86,40 @@ class ScoreNormaliser:
     statistics restart when the version scoring it changes.
     """
 
-    def __init__(self, warmup: int, memory: int, max_cameras: int) -> None:
+    def __init__(
+        self, warmup: int, memory: int, max_cameras: int, normal_windows: int = 1000, neighbours: int = 5
+    ) -> None:
         self.warmup = warmup
         self.memory = memory
         self.max_cameras = max_cameras
-        self._cameras: OrderedDict[str, tuple[str, RunningStats]] = OrderedDict()
+        self.normal_windows = normal_windows
+        self.neighbours = neighbours
+        self._cameras: OrderedDict[str, tuple[str, RunningStats, FeatureMemory]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def _camera(self, camera_id: str, model_version: str) -> tuple[str, RunningStats, FeatureMemory]:
+        """The camera's state for this model version (a new version starts it afresh); caller holds the lock."""
+        entry = self._cameras.get(camera_id)
+        if entry is None or entry[0] != model_version:
+            entry = (model_version, RunningStats(self.memory), FeatureMemory(self.normal_windows, self.neighbours))
+        self._cameras[camera_id] = entry
+        self._cameras.move_to_end(camera_id)
+        while len(self._cameras) > self.max_cameras:
+            self._cameras.popitem(last=False)
+        return entry
+
+    def novelty(self, camera_id: str, model_version: str, feature: npt.NDArray[np.float32]) -> float | None:
+        """The window's kNN distance to the camera's memory of normal windows, then remember it."""
+        with self._lock:
+            memory = self._camera(camera_id, model_version)[2]
+            distance = memory.novelty(feature)
+            memory.add(feature)
+            return distance
 
     def observe(self, camera_id: str, model_version: str, raw: float) -> CameraScore:
         """Score ``raw`` against the camera's statistics so far, then add it to them."""
         with self._lock:
-            entry = self._cameras.get(camera_id)
-            if entry is None or entry[0] != model_version:
-                entry = (model_version, RunningStats(self.memory))
-            self._cameras[camera_id] = entry
-            self._cameras.move_to_end(camera_id)
-            while len(self._cameras) > self.max_cameras:
-                self._cameras.popitem(last=False)
-            stats = entry[1]
+            stats = self._camera(camera_id, model_version)[1]
             z = None
             if stats.count >= self.warmup and math.isfinite(raw):
                 z = (raw - stats.mean) / max(stats.std, 1e-6)

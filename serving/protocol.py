@@ -125,6 +125,9 @@ class WindowScore(BaseModel):
     score: float | None = Field(description="z-score against the camera's running statistics; null while warming up")
     raw_score: float = Field(description="future-prediction error: mean over the predicted frames of 1 − cosine")
     pixel_error: float | None = Field(description="MSE of the pixel head's next frame, if the model has one")
+    knn_score: float | None = Field(
+        None, description="distance to the camera's memory of normal windows (kNN); null until it holds a few"
+    )
     camera_windows: int = Field(description="windows behind the camera's statistics")
     camera_mean: float
     camera_std: float

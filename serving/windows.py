@@ -17,6 +17,7 @@ from serving.anomaly import CameraScore, ScoreNormaliser
 from serving.errors import InvalidInputError
 from serving.metrics import ServingMetrics
 from serving.model import LoadedModel, WindowOutputs
+from serving.normal_memory import window_feature
 
 RESULT_SCHEMA = "streamssl.score/1"
 
@@ -78,6 +79,8 @@ def score_window(
     camera: CameraScore = normaliser.observe(window.camera_id, model.version, raw)
     if camera.z is not None:
         metrics.anomaly_score.labels(window.camera_id).observe(camera.z)
+    feature = window_feature(outputs.frame_embeddings[0], outputs.clip_embeddings[0])
+    knn = normaliser.novelty(window.camera_id, model.version, feature)
     result: dict[str, Any] = {
         "schema": RESULT_SCHEMA,
         "model_name": model.name,
@@ -92,6 +95,7 @@ def score_window(
         "score": camera.z,
         "raw_score": raw,
         "pixel_error": None if outputs.pixel_errors is None else float(outputs.pixel_errors[0]),
+        "knn_score": knn,
         "camera_windows": camera.count,
         "camera_mean": camera.mean,
         "camera_std": camera.std,

@@ -15,6 +15,8 @@ from html import escape
 
 import numpy as np
 
+from ingest.tools.demo.scoring import EVENT_KINDS as SCORED_EVENTS
+from ingest.tools.demo.scoring import SCORE_KINDS
 from ingest.tools.report import figures
 from ingest.tools.report.run_dir import (
     EVAL_LOG,
@@ -28,8 +30,7 @@ from ingest.tools.report.run_dir import (
     Summary,
 )
 
-EVENT_KINDS = ("all", "wrong_way", "stalled", "jam")
-SCORE_KINDS = ("score", "raw_score", "pixel_error")
+EVENT_KINDS = ("all", *SCORED_EVENTS)
 EVAL_LABELS = {
     "future_top1": ("future top-1", "{:.3f}"),
     "future_loss": ("future loss (InfoNCE)", "{:.3f}"),
