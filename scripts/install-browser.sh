@@ -10,6 +10,8 @@ set -euo pipefail
 PACKAGES=(chromium-headless-shell)
 BROWSERS=(chromium-headless-shell chromium chromium-browser google-chrome)
 say() { printf 'install-browser: %s\n' "$*" >&2; }
+# shellcheck source=scripts/lib/apt-install.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt-install.sh"
 
 check() {
   local name
@@ -23,23 +25,7 @@ if check; then
   exit 0
 fi
 
-if [ "$(id -u)" -ne 0 ]; then
-  say "no headless Chromium found and installing one needs root; run as root, or:"
-  say "  sudo apt-get install -y --no-install-recommends ${PACKAGES[*]}"
-  exit 1
-fi
-command -v apt-get >/dev/null || {
-  say "apt-get not found: install a headless Chromium (Debian: ${PACKAGES[*]}) by hand"
-  exit 1
-}
-
-say "installing ${PACKAGES[*]}"
-export DEBIAN_FRONTEND=noninteractive
-# A fresh container has no package lists; refresh them once if the install cannot find the packages.
-if ! apt-get install -y -q --no-install-recommends "${PACKAGES[@]}" >/dev/null 2>&1; then
-  apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends "${PACKAGES[@]}" >/dev/null
-fi
+apt_install "a headless Chromium" "${PACKAGES[@]}"
 
 if ! check; then
   say "installed ${PACKAGES[*]}, but none of ${BROWSERS[*]} runs"

@@ -19,6 +19,8 @@ HELM_VERSION=v3.22.0        # helm.sh/helm/v3: the newest v3 on the Go module pr
 HELM_K8S_MINOR=37
 KUBECONFORM_VERSION=v0.8.0  # github.com/yannh/kubeconform
 say() { printf 'install-deploy-tools: %s\n' "$*" >&2; }
+# shellcheck source=scripts/lib/apt-install.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt-install.sh"
 
 mkdir -p "$BIN"
 
@@ -62,19 +64,7 @@ go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_V
 # Prometheus and promtool from Debian (2.42 on bookworm). The package's service is not started here: tests run
 # `prometheus --config.file=... --web.listen-address=127.0.0.1:PORT` themselves.
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
-  if [ "$(id -u)" -ne 0 ]; then
-    say "promtool/prometheus are missing and installing them needs root; run as root, or:"
-    say "  sudo apt-get install -y --no-install-recommends prometheus"
-    exit 1
-  fi
-  command -v apt-get >/dev/null || { say "apt-get not found: install Prometheus 2.x (prometheus, promtool) by hand"; exit 1; }
-  say "installing Debian's prometheus package (prometheus, promtool)"
-  export DEBIAN_FRONTEND=noninteractive
-  # A fresh container has no package lists; refresh them once if the install cannot find the package.
-  if ! apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1; then
-    apt-get update -q >/dev/null
-    apt-get install -y -q --no-install-recommends prometheus >/dev/null
-  fi
+  apt_install "Prometheus (prometheus, promtool)" prometheus
   command -v promtool >/dev/null || { say "installed prometheus, but promtool is not on PATH"; exit 1; }
 fi
 

@@ -18,6 +18,8 @@ PACKAGES=(
   python3-gi
 )
 say() { printf 'install-rtsp: %s\n' "$*" >&2; }
+# shellcheck source=scripts/lib/apt-install.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt-install.sh"
 
 # Everything scripts/rtsp_camera.py needs: the RTSP server typelib and the elements of its launch line.
 check() {
@@ -40,23 +42,7 @@ if check; then
   exit 0
 fi
 
-if [ "$(id -u)" -ne 0 ]; then
-  say "GStreamer's RTSP server is missing and installing it needs root; run as root, or:"
-  say "  sudo apt-get install -y --no-install-recommends ${PACKAGES[*]}"
-  exit 1
-fi
-command -v apt-get >/dev/null || {
-  say "apt-get not found: install these Debian packages (or their equivalents) by hand: ${PACKAGES[*]}"
-  exit 1
-}
-
-say "installing ${PACKAGES[*]}"
-export DEBIAN_FRONTEND=noninteractive
-# A fresh container has no package lists; refresh them once if the install cannot find the packages.
-if ! apt-get install -y -q --no-install-recommends "${PACKAGES[@]}" >/dev/null 2>&1; then
-  apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends "${PACKAGES[@]}" >/dev/null
-fi
+apt_install "GStreamer's RTSP server" "${PACKAGES[@]}"
 
 if ! check; then
   say "installed ${PACKAGES[*]}, but $SYSTEM_PYTHON still cannot load GstRtspServer or the elements" \

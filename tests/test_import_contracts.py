@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -21,39 +23,28 @@ def test_the_layers_and_forbidden_imports_hold() -> None:
     assert "4 kept, 0 broken" in result.stdout, result.stdout
 
 
-def test_a_forbidden_import_breaks_the_contract(tmp_path: Path) -> None:
-    # The check must be able to fail: plant a torch import in serving and expect import-linter to refuse it.
-    planted = ROOT / "serving" / "_planted_violation.py"
-    planted.write_text("import torch  # noqa: F401\n")
+def lint_with_planted(package: str, imported: str) -> subprocess.CompletedProcess[str]:
+    """``lint-imports`` with a module in ``package`` (a dotted path) that imports ``imported``; removed after."""
+    planted = ROOT.joinpath(*package.split("."), "_planted_violation.py")
+    planted.write_text(f"import {imported}  # noqa: F401\n")
     try:
-        result = lint_imports()
+        return lint_imports()
     finally:
         planted.unlink()
-    assert result.returncode != 0
-    assert "serving._planted_violation -> torch" in result.stdout, result.stdout
 
 
-def test_a_lower_layer_importing_a_higher_one_breaks_the_layers(tmp_path: Path) -> None:
-    # The stream contract is the bottom layer: an import of the runtime from it must be refused.
-    planted = ROOT / "ingest" / "contract" / "_planted_violation.py"
-    planted.write_text("import ingest.runtime.settings  # noqa: F401\n")
-    try:
-        result = lint_imports()
-    finally:
-        planted.unlink()
-    assert result.returncode != 0
-    assert "ingest.contract._planted_violation -> ingest.runtime.settings" in result.stdout, result.stdout
-
-
-def test_the_tools_may_compose_the_services_but_a_service_may_not_import_another() -> None:
-    planted = ROOT / "serving" / "_planted_violation.py"
-    planted.write_text("import ingest.service.service  # noqa: F401\n")
-    try:
-        result = lint_imports()
-    finally:
-        planted.unlink()
-    assert result.returncode != 0
-    assert "serving._planted_violation -> ingest.service.service" in result.stdout, result.stdout
+@pytest.mark.parametrize(
+    ("package", "imported", "why"),
+    [
+        ("serving", "torch", "serving runs on edge boxes without torch"),
+        ("ingest.contract", "ingest.runtime.settings", "the stream contract is the bottom layer"),
+        ("serving", "ingest.service.service", "a service may not import another; only the tools compose them"),
+    ],
+)
+def test_each_contract_can_fail(package: str, imported: str, why: str) -> None:
+    result = lint_with_planted(package, imported)
+    assert result.returncode != 0, why
+    assert f"{package}._planted_violation -> {imported}" in result.stdout, result.stdout
 
 
 def test_benches_never_import_the_tests() -> None:
