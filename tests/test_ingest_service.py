@@ -283,3 +283,21 @@ def test_backoff_grows_with_jitter_up_to_its_cap() -> None:
     assert len({round(delay, 6) for delay in delays[3:]}) > 1, "no jitter"
     backoff.reset()
     assert backoff.next_delay() <= 0.5
+
+
+def test_wait_returns_at_its_timeout_for_a_camera_that_never_ends(embedded_bus: EmbeddedBus, tmp_path: Path) -> None:
+    clip = video_files.constant_rate(tmp_path / "loop.mp4", seconds=1.0)
+    settings = IngestSettings(
+        topic="looping", partitions=1, cameras=[CameraConfig(camera_id="cam", url=str(clip), loop=True, realtime=True)]
+    )
+    service = IngestService(settings, embedded_bus, CollectorRegistry())
+    service.start()
+    try:
+        assert service.wait(poll_s=0.05, timeout_s=0.5) is False, "a looping file never finishes"
+    finally:
+        service.shutdown()
+    finite = IngestSettings(topic="finite", partitions=1, cameras=[CameraConfig(camera_id="cam", url=str(clip))])
+    service = IngestService(finite, embedded_bus, CollectorRegistry())
+    service.start()
+    assert service.wait(poll_s=0.05, timeout_s=60) is True
+    service.shutdown()

@@ -1,6 +1,6 @@
 """Quality benchmark: does the encoder learn, and do the serving node's anomaly scores find the events?
 
-    python bench/quality/run.py [--minutes 5] [--seed 0] [--device cpu|cuda] [--out results.json]
+    python bench/quality/run.py [--minutes 5] [--seed 0] [--out results.json]
 
 The world: two synthetic cameras with every service's defaults. ``cam-a`` (trained on) runs 360 s: the trainer
 sees only its first 180 s, which hold no event; its last 180 s (day turning to night, a wrong-way vehicle, a
@@ -29,6 +29,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from bench.trainer_fixtures import publish  # noqa: E402
 from ingest.bus import Bus, KafkaSettings, open_bus  # noqa: E402
 from ingest.contract import Window, encode_window  # noqa: E402
 from ingest.contract.messages import window_message  # noqa: E402
@@ -192,12 +193,7 @@ def _options(scratch: Path, bus: str, topic: str, minutes: float) -> pipeline.De
 
 
 def _publish(bus: Bus, topic: str, windows: list[Window]) -> None:
-    bus.create_topic(topic, pipeline.PARTITIONS)
-    with bus.producer() as producer:
-        messages = [window_message(w) for w in windows]
-        futures = [producer.send(topic, m.value, key=m.key, headers=m.headers) for m in messages]
-        for future in futures:
-            future.result(timeout=60)
+    publish(bus, topic, [window_message(w) for w in windows], partitions=pipeline.PARTITIONS)
 
 
 def _as_camera(window: Window, camera_id: str) -> Window:

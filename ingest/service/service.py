@@ -81,10 +81,15 @@ class IngestService:
     def request_stop(self) -> None:
         self.stop_requested.set()
 
-    def wait(self, poll_s: float = 0.5) -> None:
-        """Block until every camera finished (files without loop) or a stop is requested."""
+    def wait(self, poll_s: float = 0.5, timeout_s: float | None = None) -> bool:
+        """Block until every camera finished (files without loop), a stop is requested, or ``timeout_s`` passed;
+        True if every camera finished."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while not self.stop_requested.is_set() and not all(w.finished.is_set() for w in self.workers):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
             self.stop_requested.wait(poll_s)
+        return all(w.finished.is_set() for w in self.workers)
 
     def shutdown(self) -> int:
         """Stop the cameras, publish what is queued (up to the drain timeout), flush; return windows abandoned."""

@@ -80,9 +80,7 @@ def ingest(options: DemoOptions, bus: Bus, url: str, say: Say) -> int:
     say(f"ingest: {camera.window}-frame {camera.size} windows at {camera.fps:g} fps → {options.topic} on {options.bus}")
     service = IngestService(settings, bus, CollectorRegistry())
     service.start()
-    until = time.monotonic() + 60 * options.minutes / 4
-    while not all(worker.finished.is_set() for worker in service.workers) and time.monotonic() < until:
-        time.sleep(0.1)
+    service.wait(poll_s=0.1, timeout_s=60 * options.minutes / 4)
     service.shutdown()
     published = int(service.metrics.registry.get_sample_value(PUBLISHED, {"camera": CAMERA_ID}) or 0)
     say(f"ingest: {published} windows published")
