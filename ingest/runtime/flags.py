@@ -86,8 +86,10 @@ def add_flags(
             text += " (required)"
         elif default is not None:
             text += f" (default: {_shown(default)})"
+        # argparse would name the value after the internal dest (SETTING__FPS); name it after the flag instead.
+        metavar = flag.metavar or (None if choices else flag.option.lstrip("-").replace("-", "_").upper())
         parser.add_argument(
-            flag.option, dest=flag.dest, type=kind, choices=choices, metavar=flag.metavar, default=None, help=text
+            flag.option, dest=flag.dest, type=kind, choices=choices, metavar=metavar, default=None, help=text
         )
 
 
