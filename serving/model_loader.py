@@ -66,7 +66,7 @@ class ModelLoader:
             raise ModelLoadError("registry", f"{directory} does not exist: version {version} was never published")
         try:
             metadata = verify_version(directory)
-        except RegistryError as error:
+        except (RegistryError, OSError) as error:  # OSError: a file the node may not read (its mode, a bad disk)
             raise ModelLoadError("verify", f"version {version} failed verification: {error}") from error
         files = self._choose_files(metadata)
         sessions = {role: self._session(directory / file.path) for role, file in files.items()}

@@ -23,17 +23,17 @@ from serving.model_slot import ModelSlot
 log = logging.getLogger(__name__)
 
 _REMEMBERED_FAILURES = 64
-Fingerprint = tuple[tuple[str, int, int], ...]
+Fingerprint = tuple[tuple[str, int, int, int], ...]
 
 
 def _fingerprint(directory: Path) -> Fingerprint:
-    """Names, sizes and modification times of a version's files: changes if anyone rewrites one."""
+    """Names, sizes, modification and status-change times of a version's files: changes if anyone rewrites one or
+    changes its mode or owner (an operator making an unreadable file readable repairs the version too)."""
     try:
-        return tuple(
-            sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in directory.iterdir() if p.is_file())
-        )
+        stats = [(p.name, p.stat()) for p in directory.iterdir() if p.is_file()]
     except OSError:
         return ()
+    return tuple(sorted((name, st.st_size, st.st_mtime_ns, st.st_ctime_ns) for name, st in stats))
 
 
 class RegistryWatcher:
@@ -66,7 +66,7 @@ class RegistryWatcher:
             return self.pinned
         try:
             return production_version(self.loader.registry, self.loader.model)
-        except RegistryError as error:
+        except (RegistryError, OSError) as error:  # OSError: a pointer the node may not read
             raise ModelLoadError("registry", f"cannot read the production pointer: {error}") from error
 
     def check(self) -> bool:

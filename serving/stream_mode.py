@@ -109,7 +109,10 @@ class StreamWorker:
                             dead_letters.topic,
                         )
                         self._consume(consumer, producer, dead_letters)
-                except Exception as error:  # the loop must outlive any bus or processing failure
+                except BusError as error:  # the broker is away: expected, its message says it all
+                    log.warning("stream mode: %s; reconnecting in %.0f s", error, _RECONNECT_S)
+                    self._stop.wait(_RECONNECT_S)
+                except Exception as error:  # the loop must outlive any processing failure; a bug gets its traceback
                     log.error("stream mode: %s; reconnecting in %.0f s", error, _RECONNECT_S, exc_info=error)
                     self._stop.wait(_RECONNECT_S)
                 finally:

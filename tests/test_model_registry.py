@@ -98,3 +98,17 @@ def test_a_bad_production_pointer_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "enc" / "production").write_text("../../etc\n")
     with pytest.raises(RegistryError, match="not a version number"):
         production_version(tmp_path, "enc")
+
+
+def test_unreadable_registry_files_are_registry_errors(tmp_path: Path, onnx_file: Path) -> None:
+    # A directory where a file or the pointer should be: reads fail with an OSError that is not FileNotFoundError
+    # (as a file the process may not read does); callers must see a RegistryError, never "nothing promoted".
+    registry = tmp_path / "registry"
+    version_dir = registry / "enc" / publish_version(registry, metadata(), {"frame_encoder.onnx": onnx_file})
+    (version_dir / CHECKSUM_FILE).unlink()
+    (version_dir / CHECKSUM_FILE).mkdir()
+    with pytest.raises(RegistryError, match="cannot read"):
+        verify_version(version_dir)
+    (registry / "enc" / "production").mkdir()
+    with pytest.raises(RegistryError, match="cannot read"):
+        production_version(registry, "enc")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -24,7 +25,6 @@ _CHECKSUM_LINE = re.compile(r"([0-9a-f]{64}) [ *](.+)")
 
 class RegistryError(Exception):
     """A registry operation failed, or a version is missing, incomplete, tampered with or malformed."""
-
 
 
 def sha256_file(path: Path) -> str:
@@ -52,10 +52,10 @@ def publish_version(registry: Path, metadata: ModelMetadata, files: dict[str, Pa
     if named != set(files):
         raise RegistryError(f"metadata lists {sorted(named)} but the files given are {sorted(files)}")
     model_dir = registry / metadata.model
-    model_dir.mkdir(parents=True, exist_ok=True)
     staging = model_dir / f".staging-{uuid.uuid4().hex}"
-    staging.mkdir()
     try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
         for name, source in files.items():
             shutil.copyfile(source, staging / name)
         existing = versions(registry, metadata.model)
@@ -72,17 +72,28 @@ def publish_version(registry: Path, metadata: ModelMetadata, files: dict[str, Pa
             staging.rename(model_dir / version)
         except OSError as error:  # another publisher took this version number first
             raise RegistryError(f"version {version} of {metadata.model} appeared while publishing: {error}") from error
-        fsync_directory(model_dir)
-        return version
+    except OSError as error:  # a full disk, say: nothing was renamed into place; finally removes the staging copy
+        raise RegistryError(
+            f"could not publish a version of {metadata.model} in {model_dir}: {_os_reason(error)}. No version was "
+            f"added; the published versions and the {PRODUCTION_POINTER} pointer are unchanged"
+        ) from error
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+    fsync_directory(model_dir)
+    return version
 
 
 def set_production(registry: Path, model: str, version: str) -> None:
     """Point ``production`` at ``version`` (which must verify), replacing the pointer atomically."""
     verify_version(registry / model / version)
-    write_atomically(registry / model / PRODUCTION_POINTER, f"{version}\n".encode())
+    try:
+        write_atomically(registry / model / PRODUCTION_POINTER, f"{version}\n".encode())
+    except OSError as error:  # write_atomically removed its temporary file: the old pointer stands
+        raise RegistryError(
+            f"could not point {PRODUCTION_POINTER} of {model} at version {version}: {_os_reason(error)}. The "
+            "pointer is unchanged"
+        ) from error
 
 
 def production_version(registry: Path, model: str) -> str | None:
@@ -92,6 +103,8 @@ def production_version(registry: Path, model: str) -> str | None:
         version = pointer.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         return None
+    except OSError as error:  # a pointer this process may not read, a failing disk: not "nothing promoted"
+        raise RegistryError(f"cannot read {pointer}: {_os_reason(error)}") from error
     if not _VERSION.fullmatch(version):
         raise RegistryError(f"{pointer} holds {version!r}, not a version number")
     return version
@@ -101,8 +114,20 @@ def verify_version(directory: Path) -> ModelMetadata:
     """Check every SHA-256 sum and the metadata of a published version; return the metadata.
 
     Raises :class:`RegistryError` naming the first problem: a missing or extra file, a checksum mismatch (tampering
-    or corruption), or metadata that does not match the schema or its directory.
+    or corruption), metadata that does not match the schema or its directory, or a file that cannot be read.
     """
+    try:
+        return _verify(directory)
+    except OSError as error:  # a file this process may not read (its mode), a directory where a file should be
+        name = error.filename or directory
+        raise RegistryError(f"cannot read {name} of {directory}: {_os_reason(error)}") from error
+
+
+def _os_reason(error: OSError) -> str:
+    return "no space left on device (disk full)" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+
+
+def _verify(directory: Path) -> ModelMetadata:
     sums_path = directory / CHECKSUM_FILE
     try:
         lines = sums_path.read_text(encoding="utf-8").splitlines()

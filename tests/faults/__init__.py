@@ -1,0 +1,1 @@
+"""Faults injected on the whole pipeline: real broker, real cameras, real processes; each test keeps a ledger."""
