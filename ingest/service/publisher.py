@@ -43,10 +43,18 @@ class CameraPublisher(threading.Thread):
         self._camera = config.camera_id
         self._extra = {"camera_id": config.camera_id}
         self._abandon = threading.Event()
+        # Window ids sent but not yet acknowledged or failed, in send order: lost if the producer cannot deliver them.
+        self._unacknowledged: dict[str, None] = {}
+        self._lock = threading.Lock()
 
     def abandon(self) -> None:
         """Stop after the current window even if windows are still queued (shutdown deadline passed)."""
         self._abandon.set()
+
+    def unacknowledged(self) -> list[str]:
+        """Ids of the windows sent whose delivery is still undecided (neither acknowledged nor failed)."""
+        with self._lock:
+            return list(self._unacknowledged)
 
     def run(self) -> None:
         while not self._abandon.is_set():
@@ -90,9 +98,13 @@ class CameraPublisher(threading.Thread):
             self.metrics.windows_dropped.labels(self._camera, "publish_error").inc()
             log.error("camera %s: could not send %s: %s", self._camera, window.window_id, error, extra=self._extra)
             return
+        with self._lock:
+            self._unacknowledged[window.window_id] = None
         future.add_done_callback(lambda done: self._acknowledged(done, window, len(fitted.payload), sent_at))
 
     def _acknowledged(self, future: Future[Delivered], window: Window, size: int, sent_at: float) -> None:
+        with self._lock:
+            self._unacknowledged.pop(window.window_id, None)
         error = future.exception()
         if error is not None:
             reason = "oversize" if isinstance(error, MessageTooLargeError) else "publish_error"

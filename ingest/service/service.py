@@ -8,7 +8,7 @@ import time
 
 from prometheus_client import CollectorRegistry
 
-from ingest.bus import Bus, BusProducer
+from ingest.bus import Bus, BusError, BusProducer
 from ingest.contract import Window
 from ingest.service.camera_worker import CameraWorker
 from ingest.service.config import IngestSettings
@@ -112,6 +112,31 @@ class IngestService:
                 "shutdown: %d queued windows not published within %.0f s", abandoned, self.settings.drain_timeout_s
             )
         if self.producer is not None:
-            self.producer.close(timeout_s=self.settings.drain_timeout_s)
+            try:
+                self.producer.close(timeout_s=self.settings.drain_timeout_s)
+            except BusError as error:  # e.g. the broker is down: what is still in the producer is lost, count it
+                lost = self._count_unacknowledged(error)
+                if not lost:
+                    raise
+                abandoned += lost
         log.info("ingest stopped; every acknowledged window is on the bus")
         return abandoned
+
+    def _count_unacknowledged(self, error: BusError) -> int:
+        """Count and log, per camera, the windows the producer still held when closing it failed."""
+        log.error("shutdown: the producer did not deliver everything it was sent: %s", error)
+        lost = 0
+        for publisher in self.publishers:
+            window_ids = publisher.unacknowledged()
+            if window_ids:
+                camera = publisher.config.camera_id
+                self.metrics.windows_dropped.labels(camera, "publish_error").inc(len(window_ids))
+                log.error(
+                    "camera %s: %d windows sent but never acknowledged: %s",
+                    camera,
+                    len(window_ids),
+                    ", ".join(window_ids),
+                    extra={"camera_id": camera},
+                )
+                lost += len(window_ids)
+        return lost
