@@ -2,12 +2,16 @@
 flush dead letters → gather every rank's data state → save (rank 0) → barrier → commit each rank's offsets.
 
 Offsets are committed only once the checkpoint holding them is durable, so a crash re-reads everything after it.
+A checkpoint that cannot be written (a full disk, say) is logged and skipped: the previous file stays the newest
+valid one, nothing is committed, and training goes on to the next checkpoint, which tries again.
 With DDP every rank calls the same collectives in the same order: one gather, then (unless a rank could not flush
-its dead letters, which every rank then sees) one barrier.
+its dead letters, which every rank then sees) a second one, after rank 0's write, that tells every rank whether it
+was written.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Sequence
@@ -145,9 +149,12 @@ class CheckpointCoordinator:
         )
         if not all(rank["ok"] for rank in gathered):
             return False
+        saved = True
         if self.dist.is_main:
-            self._save(step, [rank["state"] for rank in gathered], last_eval, started)
-        distributed.barrier(self.dist)  # every rank commits only after rank 0's file is durable
+            saved = self._save(step, [rank["state"] for rank in gathered], last_eval, started)
+        # Also the barrier: every rank commits only after rank 0's file is durable, and none if it was not written.
+        if not all(distributed.gather_objects(saved, self.dist)):
+            return False
         self.checkpointed_step = step
         self.metrics.checkpoint_written()
         self.metrics.checkpoint_seconds.observe(time.monotonic() - started)
@@ -162,7 +169,8 @@ class CheckpointCoordinator:
             "heldout": self.heldout.state_dict(),
         }
 
-    def _save(self, step: int, states: list[Any], last_eval: dict[str, float], started: float) -> None:
+    def _save(self, step: int, states: list[Any], last_eval: dict[str, float], started: float) -> bool:
+        """Write the checkpoint of ``step``; False (logged) if the file system refused it."""
         settings = self.settings
         payload = {
             "step": step,
@@ -174,8 +182,20 @@ class CheckpointCoordinator:
             "last_eval": dict(last_eval),
             "time": time.time(),
         }
-        path = save_checkpoint(settings.checkpoint_dir, step, payload, settings.checkpoint.keep_last)
+        try:
+            path = save_checkpoint(settings.checkpoint_dir, step, payload, settings.checkpoint.keep_last)
+        except OSError as error:  # write_atomically removed its temporary file; the older checkpoints are untouched
+            reason = "no space left on device (disk full)" if error.errno == errno.ENOSPC else str(error)
+            log.error(
+                "CHECKPOINT NOT WRITTEN at step %d in %s: %s. The previous checkpoint is intact and no offset is "
+                "committed past it; training goes on and the next checkpoint tries again",
+                step,
+                settings.checkpoint_dir,
+                reason,
+            )
+            return False
         log.info("checkpoint %s written in %.2f s", path.name, time.monotonic() - started)
+        return True
 
     def _commit(self) -> None:
         source = self.planner.source

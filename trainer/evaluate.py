@@ -28,6 +28,7 @@ from torch import Tensor
 from ingest.contract import WindowDecodeError, decode_window
 from ingest.contract.model_input import model_input
 from ingest.registry import ModelMetadata, verify_version
+from ingest.runtime.durable_files import append_whole
 from trainer.losses.infonce import info_nce
 from trainer.losses.order import ORDER_CLASSES
 from trainer.losses.pixel import psnr
@@ -189,7 +190,10 @@ class EvalLog:
         self.path = path
 
     def write(self, kind: str, step: int, values: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Append one line; a file system that refuses it (a full disk) loses the line, not the run."""
         entry = {"kind": kind, "step": step, "time": time.time(), **values}
-        with self.path.open("a", encoding="utf-8") as stream:
-            stream.write(json.dumps(entry, sort_keys=True) + "\n")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            append_whole(self.path, (json.dumps(entry, sort_keys=True) + "\n").encode())
+        except OSError as error:
+            log.warning("%s line of step %d not written to %s: %s", kind, step, self.path, error)

@@ -27,6 +27,7 @@ import numpy.typing as npt
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from ingest.registry import RegistryError
 from trainer.config import ExportConfig, LossConfig, ModelConfig
 from trainer.data.window_file import read_windows_file, write_windows_file
 from trainer.evaluate import EvalLog
@@ -223,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     job = read_job(args.directory)
     try:
         outcome = run_export(job)
+    except RegistryError as error:  # e.g. a full registry disk: the message says what and where, no traceback
+        log.error("export at step %d failed: %s", job.spec.step, error)
+        outcome = ExportOutcome("failed", job.spec.step, error=str(error))
     except Exception as error:  # reported to the trainer, which counts it and trains on
         log.exception("export at step %d failed", job.spec.step)
         outcome = ExportOutcome("failed", job.spec.step, error=f"{type(error).__name__}: {error}")

@@ -9,6 +9,7 @@ import numpy.typing as npt
 
 from ingest.contract import decode_window
 from ingest.contract.model_input import model_input
+from ingest.registry import RegistryError
 from trainer.config import ModelConfig, TrainerSettings
 from trainer.data.heldout import HeldOutSet
 from trainer.data.replay import ReplayBuffer
@@ -90,6 +91,8 @@ class ExportScheduler:
             return
         try:
             outcome = run_export(job)
+        except RegistryError as error:  # e.g. a full registry disk: the message says what and where, no traceback
+            outcome = ExportOutcome("failed", step, error=str(error))
         except Exception as error:  # the run's training is checkpointed; report the export's failure, not a crash
             log.exception("the export at the end of the run failed")
             outcome = ExportOutcome("failed", step, error=f"{type(error).__name__}: {error}")

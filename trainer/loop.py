@@ -39,7 +39,7 @@ from ingest.runtime.dead_letters import DeadLetters
 from ingest.runtime.durable_files import write_atomically
 from trainer import distributed
 from trainer.batch_feed import BatchFeed
-from trainer.checkpoint import load_latest
+from trainer.checkpoint import CheckpointError, load_latest
 from trainer.checkpoint_coordinator import CheckpointCoordinator
 from trainer.config import ModelConfig, TrainerSettings, config_hash
 from trainer.data.batches import BatchPlan, BatchPlanner, Journal
@@ -254,8 +254,10 @@ class _Run:
                     continue
                 if dist.is_main and self.step % settings.eval_every == 0:
                     self.evaluator.evaluate(self.step)
-                due = self.step % settings.checkpoint.every_steps == 0 or time_due
-                if due and self._checkpoint():
+                if self.step % settings.checkpoint.every_steps == 0 or time_due:
+                    # Written or not (a full disk: logged, nothing committed), the next try is a full interval
+                    # away, not at every following step.
+                    self._checkpoint()
                     last_checkpoint = time.monotonic()
                 if dist.is_main:
                     self.exports.after_step(self.step)
@@ -324,8 +326,13 @@ class _Run:
         max_steps = self.settings.max_steps
         finished = (max_steps is not None and self.step >= max_steps) or (out_of_time and self.step > start_step)
         self.exports.collect(wait=True)
-        if (self.step > start_step or stopped) and self.checkpoints.checkpointed_step != self.step:
-            self._checkpoint()
+        unsaved = (self.step > start_step or stopped) and self.checkpoints.checkpointed_step != self.step
+        if unsaved and not self._checkpoint():
+            raise CheckpointError(
+                f"the checkpoint at step {self.step} that ends the run was not written (see the error above); "
+                f"a restart resumes from the newest checkpoint in {self.settings.checkpoint_dir} and trains the "
+                "steps since then again from the bus (their offsets were not committed)"
+            )
         if self.step == start_step and max_steps is not None and self.step >= max_steps:
             log.info("the checkpoint is already at step %d of --max-steps %d: nothing to do", self.step, max_steps)
         elif finished and not stopped and self.settings.export.at_end:

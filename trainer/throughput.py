@@ -22,7 +22,10 @@ class ThroughputMeter:
     """Times each step (waiting for its batch, then all of it) and reports every ``progress_every`` steps.
 
     A report sets the collapse metrics, windows/s and the data-wait fraction over the steps since the previous
-    report, and (``show_progress``: rank 0) logs the progress line.
+    report, and (``show_progress``: rank 0) logs the progress line. Its JSON line also says which bus records the
+    steps since the previous report trained on (``fresh_offsets``: partition → first and last offset and count of
+    the fresh windows; per partition they are trained in offset order), so a crashed and resumed run can be
+    audited: what was trained, what was trained again after a resume, what never was.
 
     Args:
         metrics: the trainer's metrics.
@@ -62,6 +65,8 @@ class ThroughputMeter:
         """Start measuring throughput afresh (from when training starts, not from when the run was built)."""
         self._interval_start = time.monotonic()
         self._windows = 0
+        self._fresh = 0
+        self._fresh_offsets: dict[int, list[int]] = {}  # partition → [first, last, count]
         self._wait = 0.0
         self._busy = 0.0
 
@@ -80,9 +85,21 @@ class ThroughputMeter:
         self._wait += self._waited
         self._busy += busy
         self._windows += batch.size
+        self._note_fresh(batch)
         self._record(step, parts, batch, busy, learning_rate)
         if step % self.progress_every == 0 or step == self.max_steps:
             self._report(step, parts, embeddings)
+
+    def _note_fresh(self, batch: Batch) -> None:
+        """The bus records of the batch's fresh windows that decoded (replayed windows have no record)."""
+        failed = {id(window) for window, _ in batch.failed}
+        for window in batch.plan.windows:
+            record = window.record
+            if record is None or id(window) in failed:
+                continue
+            self._fresh += 1
+            span = self._fresh_offsets.setdefault(record.partition, [record.offset, record.offset, 0])
+            span[0], span[1], span[2] = min(span[0], record.offset), max(span[1], record.offset), span[2] + 1
 
     def _record(self, step: int, parts: LossParts, batch: Batch, busy: float, learning_rate: float) -> None:
         metrics, replay = self.metrics, self.replay
@@ -127,6 +144,9 @@ class ThroughputMeter:
                     "windows_per_s": windows_per_s,
                     "data_wait_fraction": wait_fraction,
                     "effective_rank": stats.effective_rank,
+                    "fresh_windows": self._fresh,
+                    "replay_windows": self._windows - self._fresh,
+                    "fresh_offsets": {str(p): span for p, span in sorted(self._fresh_offsets.items())},
                 },
             )
         self.begin_interval()

@@ -1,6 +1,7 @@
 """Crash-safe file writes: data fsynced before a rename, and the directory fsynced after it, so a crash leaves
 either the old file or the new one, never half of one. The one way every service writes a file that must survive a
-crash: checkpoints, the model registry, held-out window files, the trainer's resolved config."""
+crash: checkpoints, the model registry, held-out window files, the trainer's resolved config. And appends that add a
+whole line or nothing (JSON-lines logs on a disk that fills up)."""
 
 from __future__ import annotations
 
@@ -36,5 +37,22 @@ def fsync_directory(directory: Path) -> None:
     descriptor = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def append_whole(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` (created if missing) entirely or not at all: a write the file system refuses
+    half-way (a full disk) is cut back off, so a JSON-lines file never ends in half a line; the error propagates."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        start = os.lseek(descriptor, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view) :]
+        except OSError:
+            os.ftruncate(descriptor, start)
+            raise
     finally:
         os.close(descriptor)
