@@ -2,9 +2,10 @@
 # A single-node Apache Kafka broker (KRaft, broker and controller in one JVM) for development and tests.
 #
 #   scripts/kafka.sh start    start the broker of the run directory (or find it running); the last line of stdout
-#                             is its bootstrap address 127.0.0.1:PORT
+#                             is its bootstrap address 127.0.0.1:PORT (with the SASL_SSL listener, the line before
+#                             it is SASL_SSL://127.0.0.1:PORT)
 #   scripts/kafka.sh stop     stop it (SIGTERM, then SIGKILL after STREAMSSL_KAFKA_STOP_TIMEOUT seconds)
-#   scripts/kafka.sh status   print its address and exit 0 if it runs and answers, else exit 3
+#   scripts/kafka.sh status   print its address(es) as start does and exit 0 if it runs and answers, else exit 3
 #   scripts/kafka.sh fetch    only fetch (or find cached) the broker's jars
 #
 # Environment:
@@ -13,6 +14,16 @@
 #   STREAMSSL_CACHE        cache of the broker's jars, outside the clone (default ~/.cache/streamssl)
 #   STREAMSSL_KAFKA_START_TIMEOUT / STREAMSSL_KAFKA_STOP_TIMEOUT   seconds (default 60 / 30)
 #   KAFKA_HEAP             JVM heap options (default -Xmx512m);  JAVA_OPTS   more JVM options (default none)
+#   STREAMSSL_KAFKA_SASL_SSL  1: also open a SASL_SSL listener on a third port of 127.0.0.1, where clients log in
+#                          with SCRAM-SHA-512 over TLS (default 0: PLAINTEXT only). PLAINTEXT stays the inter-broker
+#                          listener and the last line of start. The listener's files are in RUN_DIR/sasl-ssl/
+#                          (mode 700): port; ca.pem, the CA a client trusts; username and password of the SCRAM user,
+#                          one line each; keystore.pem, the broker's private key (PKCS#8, not encrypted) followed by
+#                          its certificate chain. start makes a CA, a certificate for 127.0.0.1 and localhost and a
+#                          random password unless they are there: to use your own certificates, put ca.pem and
+#                          keystore.pem there before the first start. The user is written into the KRaft metadata
+#                          when the run directory is formatted, so a directory first started without
+#                          STREAMSSL_KAFKA_SASL_SSL=1 cannot get it later. Needs openssl.
 #
 # The jars (Kafka 4.3.1 and a Log4j binding, see scripts/kafka/pom.xml) are fetched once from Maven Central.
 # A stopped broker keeps its data: the next start in the same directory has the same topics and committed offsets,
@@ -38,6 +49,12 @@ CONTROLLER_PORT_FILE=$RUN_DIR/controller.port
 PROPERTIES=$RUN_DIR/server.properties
 DATA_DIR=$RUN_DIR/data
 BROKER_LOG=$RUN_DIR/broker.log
+SASL_SSL=${STREAMSSL_KAFKA_SASL_SSL:-0}
+SASL_DIR=$RUN_DIR/sasl-ssl
+SASL_PORT_FILE=$SASL_DIR/port
+KEYSTORE=$SASL_DIR/keystore.pem
+SCRAM_MECHANISM=SCRAM-SHA-512
+SCRAM_USER=streamssl
 
 say() { printf 'kafka.sh: %s\n' "$*" >&2; }
 die() {
@@ -123,13 +140,14 @@ sys.exit(0 if correlation_id == 7 and brokers >= 1 else 1)
 EOF
 }
 
-# Two distinct free ports on 127.0.0.1 (broker, controller): the previous ones if both are still free.
+# Distinct free ports on 127.0.0.1, one per port file given (broker, controller[, SASL_SSL]): the previous ones if
+# every file has one and all are still free.
 choose_ports() {
-    local previous=""
-    if [[ -f $PORT_FILE && -f $CONTROLLER_PORT_FILE ]]; then
-        previous="$(<"$PORT_FILE") $(<"$CONTROLLER_PORT_FILE")"
-    fi
-    python3 - $previous <<'EOF'
+    local file previous=()
+    for file in "$@"; do
+        [[ -f $file ]] && previous+=("$(<"$file")")
+    done
+    python3 - "$#" "${previous[@]}" <<'EOF'
 import socket
 import sys
 
@@ -140,24 +158,30 @@ def bind(port):
     sock.bind(("127.0.0.1", port))
     return sock
 
+count, previous = int(sys.argv[1]), sys.argv[2:]
 try:
-    sockets = [bind(int(port)) for port in sys.argv[1:3]] if len(sys.argv) == 3 else []
+    sockets = [bind(int(port)) for port in previous] if len(previous) == count else []
 except OSError:
     sockets = []
-if len(sockets) != 2:
-    sockets = [bind(0), bind(0)]
+if len(sockets) != count:
+    sockets = [bind(0) for _ in range(count)]
 print(*(sock.getsockname()[1] for sock in sockets))
 EOF
 }
 
-write_properties() { # broker port, controller port
+write_properties() { # broker port, controller port[, SASL_SSL port]
+    local listeners=PLAINTEXT://127.0.0.1:$1 protocols=PLAINTEXT:PLAINTEXT
+    if [[ -n ${3:-} ]]; then
+        listeners+=,SASL_SSL://127.0.0.1:$3
+        protocols+=,SASL_SSL:SASL_SSL
+    fi
     cat >"$PROPERTIES" <<EOF
 # Written by scripts/kafka.sh; rewritten on every start.
 process.roles=broker,controller
 node.id=1
-listeners=PLAINTEXT://127.0.0.1:$1,CONTROLLER://127.0.0.1:$2
-advertised.listeners=PLAINTEXT://127.0.0.1:$1
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=$listeners,CONTROLLER://127.0.0.1:$2
+advertised.listeners=$listeners
+listener.security.protocol.map=$protocols,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 controller.quorum.voters=1@127.0.0.1:$2
@@ -184,6 +208,91 @@ num.network.threads=2
 num.io.threads=4
 num.recovery.threads.per.data.dir=1
 EOF
+    [[ -n ${3:-} ]] || return 0
+    cat >>"$PROPERTIES" <<EOF
+# STREAMSSL_KAFKA_SASL_SSL=1: clients of the SASL_SSL listener log in with SCRAM (users in the KRaft metadata) over
+# TLS. The broker's key and certificate chain are one PEM file; its key is not encrypted, the file is the secret.
+listener.name.sasl_ssl.sasl.enabled.mechanisms=$SCRAM_MECHANISM
+listener.name.sasl_ssl.${SCRAM_MECHANISM,,}.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$KEYSTORE
+EOF
+}
+
+# --- the SASL_SSL listener (STREAMSSL_KAFKA_SASL_SSL=1) ---------------------------------------------------------
+
+# The port of the SASL_SSL listener in server.properties (the broker's last start), or nothing.
+sasl_ssl_port() {
+    [[ -f $PROPERTIES ]] || return 0
+    sed -n 's|^listeners=.*SASL_SSL://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$PROPERTIES"
+}
+
+# What start and status print: the SASL_SSL address if that listener is on, then the bootstrap address (port $1).
+print_addresses() {
+    local sasl_port
+    sasl_port=$(sasl_ssl_port)
+    [[ -z $sasl_port ]] || echo "SASL_SSL://127.0.0.1:$sasl_port"
+    echo "127.0.0.1:$1"
+}
+
+# The listener's certificates and SCRAM password: made once per run directory, unless they are there already.
+prepare_sasl_ssl() {
+    require openssl openssl
+    [[ -f $SASL_DIR/password || ! -f $DATA_DIR/meta.properties ]] ||
+        die "$RUN_DIR was formatted without STREAMSSL_KAFKA_SASL_SSL=1, so it has no SCRAM user; use a new run directory"
+    (umask 077 && mkdir -p "$SASL_DIR")
+    if [[ ! -f $KEYSTORE ]]; then
+        # A CA and a broker certificate for 127.0.0.1 and localhost, valid for a year; P-256 keys (~0.1 s).
+        local broker_extensions="basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,DNS:localhost
+subjectKeyIdentifier=hash
+authorityKeyIdentifier=keyid"
+        # The CA's key signs this one certificate and is deleted: nothing else can be signed by what clients trust.
+        # (&& throughout: errexit does not apply in a subshell tested by if.)
+        if ! (
+            umask 077 && cd "$SASL_DIR" &&
+                openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem \
+                    -days 365 -subj "/CN=StreamSSL test CA" -addext "basicConstraints=critical,CA:TRUE" \
+                    -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+                openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout broker.key \
+                    -out broker.csr -subj "/CN=localhost" &&
+                openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -set_serial "0x$(openssl rand -hex 16)" \
+                    -days 365 -out broker.crt -extfile <(printf '%s\n' "$broker_extensions") &&
+                cat broker.key broker.crt >keystore.pem.partial &&
+                mv keystore.pem.partial keystore.pem &&
+                rm ca.key broker.key broker.csr broker.crt
+        ) >"$SASL_DIR/openssl.log" 2>&1; then
+            sed 's/^/    /' "$SASL_DIR/openssl.log" >&2
+            die "openssl could not make the SASL_SSL listener's certificates in $SASL_DIR; its output is above"
+        fi
+        say "made a test CA ($SASL_DIR/ca.pem) and a broker certificate for 127.0.0.1 and localhost"
+    fi
+    if [[ ! -f $SASL_DIR/password ]]; then
+        (umask 077 && openssl rand -hex 24 >"$SASL_DIR/password.partial")
+        mv "$SASL_DIR/password.partial" "$SASL_DIR/password"
+        echo "$SCRAM_USER" >"$SASL_DIR/username"
+    fi
+}
+
+# Format the KRaft storage with cluster id $1; with the SASL_SSL listener, with its SCRAM user. StorageTool takes the
+# user's password as an argument: it goes in a Java @argfile in the 700 directory, not on a command line (which any
+# local user can read), and the file is removed after. Runs within start, whose java_cmd it uses.
+format_storage() {
+    if [[ $SASL_SSL == 0 ]]; then
+        "${java_cmd[@]}" kafka.tools.StorageTool format -t "$1" -c "$PROPERTIES"
+        return
+    fi
+    local args=$SASL_DIR/format.args properties status=0
+    # An argfile argument is one line; in double quotes, backslashes and quotes are escaped.
+    properties=${PROPERTIES//\\/\\\\}
+    properties=${properties//\"/\\\"}
+    (umask 077 && printf '%s\n' kafka.tools.StorageTool format -t "$1" -c "\"$properties\"" --add-scram \
+        "$SCRAM_MECHANISM=[name=$(<"$SASL_DIR/username"),password=$(<"$SASL_DIR/password")]" >"$args")
+    "${java_cmd[@]}" "@$args" || status=$?
+    rm -f "$args"
+    return "$status"
 }
 
 # Print the last lines of broker.log to stderr.
@@ -242,8 +351,10 @@ start() {
     if [[ -n $pid ]]; then
         port=$(<"$PORT_FILE")
         if wait_ready "$pid" "$port"; then
+            [[ $SASL_SSL == 0 || -n $(sasl_ssl_port) ]] ||
+                die "broker pid $pid of $RUN_DIR runs without the SASL_SSL listener; run '$0 stop' first"
             say "broker already running (pid $pid, run dir $RUN_DIR)"
-            echo "127.0.0.1:$port"
+            print_addresses "$port"
             return 0
         fi
         log_tail
@@ -251,9 +362,18 @@ start() {
     fi
     fetch_jars
 
-    read -r port controller_port < <(choose_ports) || true
+    local sasl_port=""
+    if [[ $SASL_SSL == 0 ]]; then
+        read -r port controller_port < <(choose_ports "$PORT_FILE" "$CONTROLLER_PORT_FILE") || true
+    else
+        prepare_sasl_ssl
+        read -r port controller_port sasl_port < <(choose_ports "$PORT_FILE" "$CONTROLLER_PORT_FILE" "$SASL_PORT_FILE") ||
+            true
+        [[ ${sasl_port:-} =~ ^[0-9]+$ ]] || die "could not find three free ports on 127.0.0.1"
+        echo "$sasl_port" >"$SASL_PORT_FILE"
+    fi
     [[ ${port:-} =~ ^[0-9]+$ && ${controller_port:-} =~ ^[0-9]+$ ]] || die "could not find two free ports on 127.0.0.1"
-    write_properties "$port" "$controller_port"
+    write_properties "$port" "$controller_port" "$sasl_port"
     echo "$port" >"$PORT_FILE"
     echo "$controller_port" >"$CONTROLLER_PORT_FILE"
     rm -f "$PID_FILE"
@@ -265,15 +385,15 @@ start() {
         local cluster_id
         cluster_id=$("${java_cmd[@]}" kafka.tools.StorageTool random-uuid 2>>"$BROKER_LOG") ||
             { log_tail; die "kafka.tools.StorageTool random-uuid failed"; }
-        if ! "${java_cmd[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$PROPERTIES" \
-            >>"$BROKER_LOG" 2>&1; then
+        if ! format_storage "$cluster_id" >>"$BROKER_LOG" 2>&1; then
             log_tail
             die "formatting the KRaft storage in $DATA_DIR failed"
         fi
         say "formatted $DATA_DIR (cluster id $cluster_id)"
     fi
 
-    say "starting Kafka $KAFKA_VERSION on 127.0.0.1:$port (controller :$controller_port, run dir $RUN_DIR)"
+    say "starting Kafka $KAFKA_VERSION on 127.0.0.1:$port${sasl_port:+ (SASL_SSL :$sasl_port)}" \
+        "(controller :$controller_port, run dir $RUN_DIR)"
     # setsid + nohup: the broker outlives this shell and its terminal; 9>&- keeps it from holding the run-dir lock.
     setsid nohup "${java_cmd[@]}" kafka.Kafka "$PROPERTIES" >>"$BROKER_LOG" 2>&1 </dev/null 9>&- &
     pid=$!
@@ -285,7 +405,7 @@ start() {
         die "Kafka did not start; see $BROKER_LOG (delete $RUN_DIR to start from nothing)"
     fi
     say "broker ready in $((SECONDS - started)) s (pid $pid)"
-    echo "127.0.0.1:$port"
+    print_addresses "$port"
 }
 
 stop() {
@@ -309,7 +429,7 @@ status() {
     if [[ -n $pid && -f $PORT_FILE ]]; then
         port=$(<"$PORT_FILE")
         if answers "$port"; then
-            echo "127.0.0.1:$port"
+            print_addresses "$port"
             return 0
         fi
         say "broker pid $pid is running but not answering on 127.0.0.1:$port"
@@ -318,6 +438,8 @@ status() {
     say "no broker running in $RUN_DIR"
     return 3
 }
+
+[[ $SASL_SSL == 0 || $SASL_SSL == 1 ]] || die "STREAMSSL_KAFKA_SASL_SSL must be 0 or 1, not '$SASL_SSL'"
 
 case "${1:-}" in
 fetch) fetch_jars ;;

@@ -20,6 +20,7 @@ Every kafka-python error is turned into a :class:`~ingest.bus.base.BusError`; th
 from __future__ import annotations
 
 import contextlib
+import ssl
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -29,6 +30,8 @@ import kafka.errors as kafka_errors
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KafkaTopicPartition
 from kafka.net.compat import KafkaNetClient
+from kafka.net.manager import KafkaConnectionManager
+from kafka.net.selector import NetworkSelector
 from kafka.structs import OffsetAndMetadata
 
 from ingest.bus.base import (
@@ -83,6 +86,15 @@ def _bus_error(error: BaseException, servers: Sequence[str], doing: str) -> BusE
     detail = str(error) if type(error).__name__ in str(error) else f"{type(error).__name__}: {error}"
     if isinstance(error, kafka_errors.MessageSizeTooLargeError | kafka_errors.RecordListTooLargeError):
         return MessageTooLargeError(f"{doing}: the message is too large ({detail})")
+    if isinstance(error, kafka_errors.SaslAuthenticationFailedError):
+        return BusError(
+            f"{doing}: authentication failed, Kafka at {_addresses(servers)} refused the credentials ({detail})"
+        )
+    if isinstance(error, _UntrustedCertificateError):  # its text is kafka-python's error, which names itself
+        return BusError(
+            f"{doing}: the TLS certificate of Kafka at {_addresses(servers)} is not trusted; check ssl_cafile and "
+            f"ssl_check_hostname ({error})"
+        )
     if isinstance(error, kafka_errors.UnknownTopicOrPartitionError):
         return UnknownTopicError(f"{doing}: unknown topic or partition ({detail})")
     if isinstance(error, _UNAVAILABLE):
@@ -90,8 +102,58 @@ def _bus_error(error: BaseException, servers: Sequence[str], doing: str) -> BusE
     return BusError(f"{doing}: {detail}")
 
 
+class _UntrustedCertificateError(kafka_errors.KafkaConnectionError):
+    """The TLS handshake failed because the broker's certificate (or its name) is not trusted; reads as the
+    handshake error it stands for."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+class _ConnectionManager(KafkaConnectionManager):
+    """kafka-python 3.0.12's connection manager, made to report refused credentials and untrusted certificates
+    instead of retrying them until the bootstrap times out (which looked like a broker that does not answer).
+
+    A broker that refuses a SASL login sends "authentication failed" and closes the connection at once; kafka-python
+    3.0.12 reads both in one call and drops the response (its transports hand over no bytes that arrive with the
+    end of the connection). Here each transport hands over what it read before the end. A refused login, or a
+    certificate the client does not trust, is then recorded as the node's authentication failure, which kafka-python
+    raises at the next attempt (its own ``_auth_failures``, meant for this but filled only by errors its
+    initialisation never raises).
+    """
+
+    async def _build_transport(self, node: Any, timeout_at: float | None = None) -> Any:
+        transport = await super()._build_transport(node, timeout_at=timeout_at)
+        receive = getattr(transport, "_sock_recv", None)
+        if receive is None:  # another kafka-python inside the pinned range: its own behaviour, unchanged
+            return transport
+
+        def receive_keeping_data() -> tuple[bytes, Any]:
+            data, error = receive()
+            # The end of the connection (or its error) is seen again at the next read, after the data.
+            return (data, None) if data else (data, error)
+
+        transport._sock_recv = receive_keeping_data
+        return transport
+
+    async def _connect(self, node: Any, conn: Any, *args: Any, **kwargs: Any) -> None:
+        await super()._connect(node, conn, *args, **kwargs)
+        init_future = getattr(conn, "init_future", None)
+        if init_future is None or not isinstance(getattr(self, "_auth_failures", None), dict):
+            return  # another kafka-python inside the pinned range: its own behaviour, unchanged
+        failure = init_future.exception
+        if isinstance(failure, kafka_errors.SaslAuthenticationFailedError):
+            self._auth_failures[node.node_id] = failure
+        elif isinstance(failure, kafka_errors.KafkaConnectionError) and isinstance(
+            failure.__context__, ssl.SSLCertVerificationError
+        ):
+            # kafka-python's "Handshake failed: ..." keeps the verification error only as its context.
+            self._auth_failures[node.node_id] = _UntrustedCertificateError(failure)
+
+
 def _connect(factory: Callable[..., _Client], servers: Sequence[str], config: dict[str, Any]) -> _Client:
-    """Build a kafka-python client, turning a failed bootstrap into :class:`BusUnavailableError`.
+    """Build a kafka-python client, turning a failed bootstrap into :class:`BusUnavailableError` (refused
+    credentials or an untrusted certificate: a :class:`BusError` that says so).
 
     kafka-python 3.0 clients connect in their constructor and, when that fails, leave their IO thread running; the
     network clients built for a failed constructor are captured here and stopped.
@@ -99,7 +161,8 @@ def _connect(factory: Callable[..., _Client], servers: Sequence[str], config: di
     built: list[KafkaNetClient] = []
 
     def network_client(**configs: Any) -> KafkaNetClient:
-        client = KafkaNetClient(**configs)
+        net = NetworkSelector(**configs)
+        client = KafkaNetClient(net=net, manager=_ConnectionManager(net, **configs), **configs)
         built.append(client)
         return client
 
@@ -113,7 +176,10 @@ def _connect(factory: Callable[..., _Client], servers: Sequence[str], config: di
             with contextlib.suppress(Exception):
                 client._net.stop(timeout_ms=1_000)
         if isinstance(error, kafka_errors.KafkaError):
-            raise _bus_error(error, servers, "connecting") from error
+            # The protocol in the message: a listener that speaks another one (TLS, SASL) closes the connection, which
+            # from here looks like a broker that does not answer.
+            doing = f"connecting with security_protocol {config['security_protocol']}"
+            raise _bus_error(error, servers, doing) from error
         raise
 
 
