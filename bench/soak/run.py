@@ -1,0 +1,380 @@
+"""Soak: N synthetic cameras in real time through the real broker, the trainer and serving stream mode.
+
+    python bench/soak/run.py [--cameras 8] [--minutes 10] [--bus kafka://HOST:PORT] [--out soak.json]
+
+Every service runs as its own process with its defaults, as in production: ``streamssl-ingest`` with one camera per
+looping synthetic clip paced at its frame rate, ``streamssl-train`` in continual mode at low priority (``nice``),
+``streamssl-serve`` in stream mode. Without ``--bus`` a broker is started in a fresh directory by
+scripts/kafka.sh and stopped at the end. The run has three phases:
+
+1. start-up: until serving has a model (the trainer's first export was promoted) and has scored the windows that
+   queued meanwhile;
+2. steady state, ``--minutes`` long: windows/s produced and scored, backlog (produced − scored) over time, capture →
+   score latency of each window captured in it (from the last frame's capture time to the result's broker
+   timestamp), CPU seconds and RSS of each process (with its children) at the start and the end;
+3. drain: ingest is stopped, serving must score every window on the topic; then serving and the trainer stop.
+
+The ledger (windows produced / scored / duplicates / lost) is exact: every window id on the window topic against
+every result on the output topic. Exit status 1 if a window was lost or a process failed, so CI can run a short
+version; the timing numbers are reported, never asserted (shared machines are noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from ingest.bus import open_bus  # noqa: E402
+from ingest.contract.messages import header_from_record  # noqa: E402
+
+CLIP_SECONDS = 20.0  # each clip loops: long enough that a loop's discontinuity is rare, short enough to render fast
+CLIP_SIZE = (320, 180)  # a substream-sized camera; ingest cuts its default 128×128 windows from it
+DRAIN_TIMEOUT_S = 300.0
+STOP_TIMEOUT_S = 120.0
+SAMPLE_EVERY_S = 5.0
+
+
+def say(message: str) -> None:
+    print(f"soak: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class TopicTail:
+    """Reads a topic from the beginning in a thread and keeps what each record says (no consumer group)."""
+
+    bus_url: str
+    topic: str
+    parse: Any  # Callable[[Record], dict[str, Any]]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"tail-{self.topic}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def _run(self) -> None:
+        try:
+            with open_bus(self.bus_url) as bus:
+                bus.create_topic(self.topic, 8)
+                with bus.consumer([self.topic], group_id=None) as consumer:
+                    while not self._stop.is_set():
+                        for record in consumer.poll(0.5):
+                            self.rows.append(self.parse(record))
+        except BaseException as error:  # reported by the run: a tail that dies would fake a lost window
+            self.error = error
+
+
+def window_row(record: Any) -> dict[str, Any]:
+    header = header_from_record(record)
+    return {"window_id": header.window_id, "camera_id": header.camera_id, "t": record.timestamp_ms / 1000}
+
+
+def result_row(record: Any) -> dict[str, Any]:
+    result = json.loads(record.value)
+    captured_until = result["capture_time_s"] + (result["pts_end_s"] - result["pts_start_s"])
+    return {"window_id": result["window_id"], "captured_until": captured_until, "t": record.timestamp_ms / 1000}
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def usage(self) -> dict[str, float]:
+        """CPU seconds of the process and its children (the trainer's export children included, finished ones too);
+        RSS (MiB) of the process itself and, apart, of its live children (an export child comes and goes)."""
+        try:
+            root = psutil.Process(self.process.pid)
+            members = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return {"cpu_s": float("nan"), "rss_mib": float("nan"), "children_rss_mib": float("nan")}
+        cpu, rss = 0.0, []
+        for member in members:
+            try:
+                times = member.cpu_times()
+                cpu += times.user + times.system + times.children_user + times.children_system
+                rss.append(member.memory_info().rss / 2**20)
+            except psutil.NoSuchProcess:
+                rss.append(0.0)
+        return {"cpu_s": cpu, "rss_mib": rss[0], "children_rss_mib": sum(rss[1:])}
+
+
+@contextmanager
+def broker(bus: str | None, work: Path) -> Iterator[str]:
+    """The bus URL: the one given, or a broker started (and stopped at the end) by scripts/kafka.sh."""
+    if bus is not None:
+        yield bus
+        return
+    env = {**os.environ, "STREAMSSL_KAFKA_DIR": str(work / "kafka")}
+    script = str(REPO / "scripts" / "kafka.sh")
+    started = subprocess.run(["bash", script, "start"], env=env, capture_output=True, text=True, check=False)
+    if started.returncode != 0:
+        raise SystemExit(f"soak: scripts/kafka.sh start failed:\n{started.stderr[-2000:]}")
+    try:
+        yield f"kafka://{started.stdout.strip().splitlines()[-1]}"
+    finally:
+        subprocess.run(["bash", script, "stop"], env=env, capture_output=True, check=False)
+
+
+def make_clips(work: Path, count: int, seed: int) -> list[Path]:
+    clips = []
+    for index in range(count):
+        clip = work / f"clip-{index}.mp4"
+        width, height = CLIP_SIZE
+        subprocess.run(
+            [sys.executable, "-m", "ingest.tools.umbrella", "synth", "--seconds", str(CLIP_SECONDS),
+             "--seed", str(seed + index), "--width", str(width), "--height", str(height), "--out", str(clip)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        clips.append(clip)
+    return clips
+
+
+def start_services(args: argparse.Namespace, bus: str, work: Path, topics: dict[str, str]) -> list[Service]:
+    clips = make_clips(work, min(args.clips, args.cameras), args.seed)
+    cameras = [
+        {"camera_id": f"cam-{index}", "url": str(clips[index % len(clips)]), "loop": True, "realtime": True}
+        for index in range(args.cameras)
+    ]
+    config = work / "ingest.yaml"
+    config.write_text(yaml.safe_dump({"cameras": cameras}))
+    registry, checkpoints = work / "registry", work / "checkpoints"
+    commands = {
+        "ingest": ["-m", "ingest", "--config", str(config), "--topic", topics["windows"]],
+        # The trainer yields the CPU to the real-time path, as its deployment does (nice, one torch thread).
+        "trainer": ["-m", "trainer", "--registry", str(registry), "--checkpoint-dir", str(checkpoints),
+                    "--threads", "1", "--export-every", str(args.export_every), "--topic", topics["windows"]],
+        "serving": ["-m", "serving", "--registry", str(registry), "--port", "0",
+                    "--stream-topic", topics["windows"], "--output-topic", topics["scores"]],
+    }  # fmt: skip
+    services = []
+    for name, argv in commands.items():
+        log_path = work / f"{name}.log"
+        prefix = ["nice", "-n", "10"] if name == "trainer" else []
+        process = subprocess.Popen(
+            [*prefix, sys.executable, *argv, "--bus", bus],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=log_path.open("wb"),
+        )  # fmt: skip
+        services.append(Service(name, process, log_path))
+    return services
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def check_alive(services: list[Service]) -> None:
+    for service in services:
+        if service.process.poll() is not None:
+            tail = service.log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{service.name} exited {service.process.returncode} during the soak:\n{tail}")
+
+
+def wait_caught_up(
+    services: list[Service], windows: TopicTail, scores: TopicTail, cameras: int, timeout_s: float
+) -> None:
+    """Until serving has a model and has caught up with the windows that queued while the first one was trained."""
+    deadline = time.monotonic() + timeout_s
+    while not scores.rows or len(windows.rows) - len(scores.rows) > 2 * cameras:
+        check_alive(services)
+        if time.monotonic() > deadline:
+            state = "is behind" if scores.rows else "has no model yet (nothing promoted?)"
+            raise RuntimeError(f"serving {state} after {timeout_s:.0f} s: {len(scores.rows)} of {len(windows.rows)}")
+        time.sleep(1.0)
+
+
+def steady_state(args: argparse.Namespace, services: list[Service], windows: TopicTail, scores: TopicTail) -> dict:
+    start = time.time()
+    usage_start = {service.name: service.usage() for service in services}
+    backlog: list[tuple[float, int]] = []
+    end = start + args.minutes * 60
+    next_report = start + 30
+    while time.time() < end:
+        check_alive(services)
+        backlog.append((time.time() - start, len(windows.rows) - len(scores.rows)))
+        if time.time() >= next_report:
+            say(f"{time.time() - start:.0f} s: {len(windows.rows)} windows produced, {len(scores.rows)} scored")
+            next_report += 30
+        time.sleep(SAMPLE_EVERY_S)
+    usage_end = {service.name: service.usage() for service in services}
+    return {"start": start, "end": time.time(), "usage_start": usage_start, "usage_end": usage_end, "backlog": backlog}
+
+
+def drain(services: list[Service], windows: TopicTail, scores: TopicTail) -> dict[str, int | None]:
+    """Stop ingest, let serving score what is left, then stop serving and the trainer; their exit codes."""
+    by_name = {service.name: service for service in services}
+    codes: dict[str, int | None] = {}
+    by_name["ingest"].process.send_signal(signal.SIGTERM)
+    codes["ingest"] = by_name["ingest"].process.wait(STOP_TIMEOUT_S)
+    time.sleep(3.0)  # the window tail catches the last acknowledged windows
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while {row["window_id"] for row in windows.rows} - {row["window_id"] for row in scores.rows}:
+        if time.monotonic() > deadline or by_name["serving"].process.poll() is not None:
+            break
+        time.sleep(1.0)
+    time.sleep(2.0)  # a duplicate would arrive now
+    for name in ("serving", "trainer"):
+        by_name[name].process.send_signal(signal.SIGTERM)
+    for name in ("serving", "trainer"):
+        try:
+            codes[name] = by_name[name].process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            by_name[name].process.kill()
+            codes[name] = None
+    return codes
+
+
+def summarise(args: argparse.Namespace, steady: dict, windows: TopicTail, scores: TopicTail, codes: dict) -> dict:
+    start, end = steady["start"], steady["end"]
+    seconds = end - start
+    produced = Counter(row["window_id"] for row in windows.rows)
+    scored = Counter(row["window_id"] for row in scores.rows)
+    latencies = [row["t"] - row["captured_until"] for row in scores.rows if start <= row["captured_until"] < end]
+    backlog = steady["backlog"]
+    third = max(1, len(backlog) // 3)
+    processes = {}
+    for name, before in steady["usage_start"].items():
+        after = steady["usage_end"][name]
+        cpu = after["cpu_s"] - before["cpu_s"]
+        processes[name] = {
+            "rss_start_mib": round(before["rss_mib"], 1),
+            "rss_end_mib": round(after["rss_mib"], 1),
+            "rss_growth": round(after["rss_mib"] / before["rss_mib"] - 1, 3) if before["rss_mib"] else None,
+            "children_rss_end_mib": round(after["children_rss_mib"], 1),
+            "cores": round(cpu / seconds, 3),
+            "cores_per_camera": round(cpu / seconds / args.cameras, 4),
+            "exit_code": codes.get(name),
+        }
+    ledger = {
+        "produced": len(produced),
+        "scored": len(scored),
+        "duplicates": sum(count - 1 for count in scored.values() if count > 1),
+        "lost": len(set(produced) - set(scored)),
+        "unexpected": len(set(scored) - set(produced)),
+    }
+    return {
+        "cameras": args.cameras,
+        "steady_seconds": round(seconds, 1),
+        "windows_per_s_produced": round(sum(start <= row["t"] < end for row in windows.rows) / seconds, 2),
+        "windows_per_s_scored": round(sum(start <= row["t"] < end for row in scores.rows) / seconds, 2),
+        "latency_s": {"windows": len(latencies), "p50": round(percentile(latencies, 0.5), 3),
+                      "p99": round(percentile(latencies, 0.99), 3),
+                      "mean": round(statistics.fmean(latencies), 3) if latencies else None},
+        "backlog_windows": {"first_third_mean": round(statistics.fmean(b for _, b in backlog[:third]), 1),
+                            "last_third_mean": round(statistics.fmean(b for _, b in backlog[-third:]), 1),
+                            "max": max(b for _, b in backlog)},
+        "processes": processes,
+        "ledger": ledger,
+    }  # fmt: skip
+
+
+def report(summary: dict) -> str:
+    lines = [
+        f"soak: {summary['cameras']} cameras, {summary['steady_seconds']:.0f} s steady state "
+        f"(after {summary['startup_seconds']:.0f} s of start-up: clips, first model, backlog)",
+        f"  windows/s produced {summary['windows_per_s_produced']}, scored {summary['windows_per_s_scored']}",
+        "  capture → score latency p50 {p50} s, p99 {p99} s over {windows} windows".format(**summary["latency_s"]),
+        "  backlog (windows produced − scored): first third {first_third_mean}, last third {last_third_mean}, "
+        "max {max}".format(**summary["backlog_windows"]),
+        "  process  RSS start → end (MiB)  growth  children at end (MiB)  cores  cores/camera  exit",
+    ]
+    for name, row in summary["processes"].items():
+        lines.append(
+            f"  {name:<8} {row['rss_start_mib']:>8.1f} → {row['rss_end_mib']:<8.1f} {row['rss_growth']:>+7.1%}  "
+            f"{row['children_rss_end_mib']:>10.1f}            {row['cores']:.2f}   {row['cores_per_camera']:.3f}"
+            f"        {row['exit_code']}"
+        )
+    lines.append("  ledger: " + ", ".join(f"{key} {value}" for key, value in summary["ledger"].items()))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory(prefix="streamssl-soak-") as scratch:
+        work = args.work or Path(scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        began = time.time()
+        run_id = uuid.uuid4().hex[:8]
+        topics = {"windows": f"soak.{run_id}", "scores": f"soak.scores.{run_id}"}
+        with broker(args.bus, work) as bus:
+            windows = TopicTail(bus, topics["windows"], window_row)
+            scores = TopicTail(bus, topics["scores"], result_row)
+            windows.start()
+            scores.start()
+            say(f"rendering clips, starting ingest ({args.cameras} cameras), trainer and serving on {bus}")
+            services = start_services(args, bus, work, topics)
+            try:
+                wait_caught_up(services, windows, scores, args.cameras, args.startup_timeout)
+                say(f"serving caught up with the start-up backlog: steady state for {args.minutes} min")
+                steady = steady_state(args, services, windows, scores)
+                say("draining: ingest stopped, serving scores what is left")
+                codes = drain(services, windows, scores)
+            finally:
+                for service in services:
+                    if service.process.poll() is None:
+                        service.process.kill()
+                windows.stop()
+                scores.stop()
+            for tail in (windows, scores):
+                if tail.error is not None:
+                    raise RuntimeError(f"reading {tail.topic} failed: {tail.error!r}")
+            summary = summarise(args, steady, windows, scores, codes)
+            return {"startup_seconds": round(steady["start"] - began, 1), **summary}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cameras", type=int, default=8)
+    parser.add_argument("--minutes", type=float, default=10.0, help="length of the steady state")
+    parser.add_argument("--bus", default=None, help="kafka://HOST:PORT (default: start a broker for the run)")
+    parser.add_argument("--clips", type=int, default=2, help="distinct synthetic clips the cameras loop")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--export-every", type=int, default=25, help="trainer steps between exports")
+    parser.add_argument("--startup-timeout", type=float, default=600.0, help="seconds to a model and no backlog")
+    parser.add_argument("--work", type=Path, default=None, help="keep clips, logs and checkpoints here")
+    parser.add_argument("--out", type=Path, default=None, help="write the summary as JSON here")
+    args = parser.parse_args(argv)
+    summary = run(args)
+    print(report(summary))
+    if args.out is not None:
+        args.out.write_text(json.dumps(summary, indent=2))
+    failed = [name for name, row in summary["processes"].items() if row["exit_code"] != 0]
+    if summary["ledger"]["lost"] or failed:
+        print(f"soak: FAILED: {summary['ledger']['lost']} windows lost; exit codes {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
