@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -25,16 +25,9 @@ from tests.serving_fixtures import (
     running_node,
     session,
 )
+from tests.waiting import wait_until
 
 INFER = f"/v2/models/{MODEL}/infer"
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting until {what}")
-        time.sleep(0.02)
 
 
 def served_version(http: httpx.Client) -> str:

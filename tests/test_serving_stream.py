@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from ingest.contract.messages import window_message
 from ingest.contract.topics import dead_letter_topic
 from tests.conftest import make_window
 from tests.serving_fixtures import DIM, MODEL, SIZE, metric, running_node
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,14 +44,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("registry")
     make_registry_version(path, seed=41)
     return path
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting until {what}")
-        time.sleep(0.05)
 
 
 def windows(cameras: int, per_camera: int, start: int = 0) -> list[Window]:

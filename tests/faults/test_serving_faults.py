@@ -41,6 +41,7 @@ from ingest.contract.topics import dead_letter_topic
 from ingest.contract.wire import CONTENT_TYPE, encode_window
 from ingest.registry import PRODUCTION_POINTER
 from ingest.runtime.durable_files import write_atomically
+from tests import waiting
 from tests.conftest import make_window
 from tests.faults.ledger import Ledger, read_topic, scored_ids
 from tests.serving_fixtures import MODEL, SIZE, frames, infer_request, metric
@@ -51,11 +52,7 @@ _HTTP_PORT = re.compile(r"HTTP API on 127\.0\.0\.1:(\d+)")
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting until {what}")
-        time.sleep(0.05)
+    waiting.wait_until(condition, what, timeout_s)
 
 
 # --- the serving node as a process ------------------------------------------------------------------------------------
