@@ -353,7 +353,8 @@ def run(args: argparse.Namespace) -> dict:
             return {"startup_seconds": round(steady["start"] - began, 1), **summary}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The soak's options (bench/pipeline_bench.py builds its steps with them)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cameras", type=int, default=8)
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the steady state")
@@ -364,7 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--startup-timeout", type=float, default=600.0, help="seconds to a model and no backlog")
     parser.add_argument("--work", type=Path, default=None, help="keep clips, logs and checkpoints here")
     parser.add_argument("--out", type=Path, default=None, help="write the summary as JSON here")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = main_args(argv)
     summary = run(args)
     print(report(summary))
     if args.out is not None:
