@@ -1,17 +1,21 @@
 """Ingest throughput against FFmpeg's own decoder, on the same H.264 files, in the same run.
 
-    python bench/ingest_bench.py [--seconds 10] [--threads 2] [--sizes 1280x720,1920x1080]
+    python bench/ingest_bench.py [--seconds 10] [--threads 2] [--clips 768x432@12.5,1280x720@30] [--clip FILE ...]
 
-For each clip (a synthetic traffic scene rendered at the size, H.264 30 fps), it times:
+For each clip (a synthetic traffic scene rendered at the size and frame rate, H.264; or a real file given with
+``--clip``, repeatable), it times:
   * reference: ``ffmpeg -threads N -i clip -f null -`` (decode only), frames/s;
   * ours: the ingest service's whole path (decode → sample by PTS → resize to 128×128 → JPEG windows → embedded
-    bus), keeping every frame (30 fps) and sampling 10 fps, frames/s of source video;
+    bus), keeping every frame and sampling 10 fps, frames/s of source video;
 and prints ours / reference, plus cameras per core at 10 fps: seconds of video handled per CPU-second of the process.
+The default clips are the substream sizes traffic cameras are usually read at (640×360, 768×432 at 10–15 fps) and
+the main-stream sizes (720p and 1080p at 30 fps).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import resource
 import shutil
 import subprocess
@@ -37,33 +41,34 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def make_clip(directory: Path, width: int, height: int, seconds: float) -> Path:
-    small = generate_clip(SynthConfig(seconds=seconds, seed=3, width=640, height=360, events=()), directory / "s.mp4")
-    clip = directory / f"traffic-{width}x{height}.mp4"
-    # Upscale with fresh noise so the encoder cannot coast on the upscaled smoothness.
+def make_clip(directory: Path, width: int, height: int, fps: float, args: argparse.Namespace) -> Path:
+    """A synthetic clip of ``args.frames`` frames: the rendered scene looped, rescaled, with fresh noise per frame
+    (so the encoder cannot coast on rescaled smoothness or on the loop). Long enough that ffmpeg's start-up (~0.1 s)
+    does not count against the reference."""
+    scene = directory / "scene.mp4"
+    if not scene.exists():
+        generate_clip(SynthConfig(seconds=args.seconds, seed=3, width=640, height=360, events=()), scene)
+    clip = directory / f"traffic-{width}x{height}-{fps:g}fps.mp4"
+    loops = max(0, math.ceil(args.frames / fps / args.seconds) - 1)
     subprocess.run(
-        [
-            "ffmpeg",
-            "-loglevel",
-            "error",
-            "-y",
-            "-i",
-            str(small.video_path),
-            "-vf",
-            f"scale={width}:{height},noise=alls=6:allf=t",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-g",
-            "60",
-            "-pix_fmt",
-            "yuv420p",
-            str(clip),
-        ],
+        ["ffmpeg", "-loglevel", "error", "-y", "-stream_loop", str(loops), "-i", str(scene),
+         "-vf", f"fps={fps:g},scale={width}:{height},noise=alls=6:allf=t", "-frames:v", str(args.frames),
+         "-c:v", "libx264", "-preset", "veryfast", "-g", str(round(2 * fps)), "-pix_fmt", "yuv420p", str(clip)],
         check=True,
-    )
+    )  # fmt: skip
     return clip
+
+
+def probe(clip: Path) -> tuple[str, float, int]:
+    """``WxH``, frame rate and frame count of the clip's video stream (counted, not taken from the header)."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets",
+         "-show_entries", "stream=width,height,r_frame_rate,nb_read_packets", "-of", "csv=p=0", str(clip)],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip().split(",")  # fmt: skip
+    width, height, rate, frames = out[:4]
+    numerator, _, denominator = rate.partition("/")
+    return f"{width}x{height}", float(numerator) / float(denominator or 1), int(frames)
 
 
 def ffmpeg_fps(clip: Path, threads: int, frames: int) -> float:
@@ -94,34 +99,46 @@ def ours(clip: Path, fps: float, threads: int) -> tuple[float, float, int]:
     return decoded / elapsed, cpu, int(published)
 
 
+def measure(clip: Path, label: str, args: argparse.Namespace) -> str:
+    size, rate, frames = probe(clip)
+    reference = max(ffmpeg_fps(clip, args.threads, frames) for _ in range(args.repeats))
+    every = max(ours(clip, rate, args.threads)[0] for _ in range(args.repeats))
+    runs = [ours(clip, 10.0, args.threads) for _ in range(args.repeats)]
+    sampled = max(run[0] for run in runs)
+    per_core = frames / rate / min(run[1] for run in runs)
+    return (
+        f"| {label}: {size} {rate:g} fps, {frames} frames | {reference:.0f} fps | {every:.0f} fps "
+        f"| {every / reference:.2f}× | {sampled:.0f} fps | {sampled / reference:.2f}× | {per_core:.1f} |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the rendered scene the clips loop")
+    parser.add_argument("--frames", type=int, default=3000, help="frames in each synthetic clip")
     parser.add_argument("--threads", type=int, default=2, help="decoder threads for both ffmpeg and ours")
-    parser.add_argument("--sizes", default="1280x720,1920x1080")
+    parser.add_argument(
+        "--clips", default="640x360@10,768x432@10,768x432@12.5,768x432@15,1280x720@30,1920x1080@30",
+        help="synthetic clips WxH@FPS, comma-separated ('' for none)",
+    )  # fmt: skip
+    parser.add_argument("--clip", type=Path, action="append", default=[], help="a real video file (repeatable)")
     parser.add_argument("--repeats", type=int, default=3, help="best of N runs of each")
     args = parser.parse_args()
-    if shutil.which("ffmpeg") is None:
-        raise SystemExit("ffmpeg is not installed")
+    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
+        raise SystemExit("ffmpeg and ffprobe are needed: apt-get install -y --no-install-recommends ffmpeg")
     print(
         f"| clip | ffmpeg -threads {args.threads} -f null | ours, every frame | ratio | ours, 10 fps | ratio "
         "| cameras/core at 10 fps |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as scratch:
-        for size in args.sizes.split(","):
+        for spec in filter(None, args.clips.split(",")):
+            size, _, fps = spec.partition("@")
             width, height = (int(part) for part in size.split("x"))
-            clip = make_clip(Path(scratch), width, height, args.seconds)
-            frames = round(args.seconds * 30)
-            reference = max(ffmpeg_fps(clip, args.threads, frames) for _ in range(args.repeats))
-            every = max(ours(clip, 30.0, args.threads)[0] for _ in range(args.repeats))
-            runs = [ours(clip, 10.0, args.threads) for _ in range(args.repeats)]
-            sampled = max(run[0] for run in runs)
-            per_core = args.seconds / min(run[1] for run in runs)
-            print(
-                f"| {width}x{height} 30 fps, {args.seconds:g} s | {reference:.0f} fps | {every:.0f} fps "
-                f"| {every / reference:.2f}× | {sampled:.0f} fps | {sampled / reference:.2f}× | {per_core:.1f} |"
-            )
+            clip = make_clip(Path(scratch), width, height, float(fps or 30), args)
+            print(measure(clip, "synthetic", args), flush=True)
+        for clip in args.clip:
+            print(measure(clip, clip.name, args), flush=True)
 
 
 if __name__ == "__main__":
