@@ -11,7 +11,6 @@ was written.
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from typing import Any
 
 from ingest.bus import TopicPartition
 from ingest.runtime.dead_letters import DeadLetters
+from ingest.runtime.durable_files import os_error_reason
 from trainer import distributed
 from trainer.checkpoint import save_checkpoint
 from trainer.config import ModelConfig, TrainerSettings
@@ -185,13 +185,12 @@ class CheckpointCoordinator:
         try:
             path = save_checkpoint(settings.checkpoint_dir, step, payload, settings.checkpoint.keep_last)
         except OSError as error:  # write_atomically removed its temporary file; the older checkpoints are untouched
-            reason = "no space left on device (disk full)" if error.errno == errno.ENOSPC else str(error)
             log.error(
                 "CHECKPOINT NOT WRITTEN at step %d in %s: %s. The previous checkpoint is intact and no offset is "
                 "committed past it; training goes on and the next checkpoint tries again",
                 step,
                 settings.checkpoint_dir,
-                reason,
+                os_error_reason(error),
             )
             return False
         log.info("checkpoint %s written in %.2f s", path.name, time.monotonic() - started)

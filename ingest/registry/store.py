@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
@@ -13,7 +12,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ingest.registry.metadata import ModelMetadata
-from ingest.runtime.durable_files import fsync_directory, write_atomically, write_durably
+from ingest.runtime.durable_files import fsync_directory, os_error_reason, write_atomically, write_durably
 
 PRODUCTION_POINTER = "production"
 METADATA_FILE = "metadata.json"
@@ -74,7 +73,7 @@ def publish_version(registry: Path, metadata: ModelMetadata, files: dict[str, Pa
             raise RegistryError(f"version {version} of {metadata.model} appeared while publishing: {error}") from error
     except OSError as error:  # a full disk, say: nothing was renamed into place; finally removes the staging copy
         raise RegistryError(
-            f"could not publish a version of {metadata.model} in {model_dir}: {_os_reason(error)}. No version was "
+            f"could not publish a version of {metadata.model} in {model_dir}: {os_error_reason(error)}. No version was "
             f"added; the published versions and the {PRODUCTION_POINTER} pointer are unchanged"
         ) from error
     finally:
@@ -91,7 +90,7 @@ def set_production(registry: Path, model: str, version: str) -> None:
         write_atomically(registry / model / PRODUCTION_POINTER, f"{version}\n".encode())
     except OSError as error:  # write_atomically removed its temporary file: the old pointer stands
         raise RegistryError(
-            f"could not point {PRODUCTION_POINTER} of {model} at version {version}: {_os_reason(error)}. The "
+            f"could not point {PRODUCTION_POINTER} of {model} at version {version}: {os_error_reason(error)}. The "
             "pointer is unchanged"
         ) from error
 
@@ -104,7 +103,7 @@ def production_version(registry: Path, model: str) -> str | None:
     except FileNotFoundError:
         return None
     except OSError as error:  # a pointer this process may not read, a failing disk: not "nothing promoted"
-        raise RegistryError(f"cannot read {pointer}: {_os_reason(error)}") from error
+        raise RegistryError(f"cannot read {pointer}: {os_error_reason(error)}") from error
     if not _VERSION.fullmatch(version):
         raise RegistryError(f"{pointer} holds {version!r}, not a version number")
     return version
@@ -120,11 +119,7 @@ def verify_version(directory: Path) -> ModelMetadata:
         return _verify(directory)
     except OSError as error:  # a file this process may not read (its mode), a directory where a file should be
         name = error.filename or directory
-        raise RegistryError(f"cannot read {name} of {directory}: {_os_reason(error)}") from error
-
-
-def _os_reason(error: OSError) -> str:
-    return "no space left on device (disk full)" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+        raise RegistryError(f"cannot read {name} of {directory}: {os_error_reason(error)}") from error
 
 
 def _verify(directory: Path) -> ModelMetadata:

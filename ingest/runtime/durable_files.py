@@ -5,6 +5,7 @@ whole line or nothing (JSON-lines logs on a disk that fills up)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from pathlib import Path
@@ -56,3 +57,8 @@ def append_whole(path: Path, data: bytes) -> None:
             raise
     finally:
         os.close(descriptor)
+
+
+def os_error_reason(error: OSError) -> str:
+    """What went wrong with a write, for one log line: a full disk said in words, else the system's message."""
+    return "no space left on device (disk full)" if error.errno == errno.ENOSPC else (error.strerror or str(error))
