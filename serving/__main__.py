@@ -54,7 +54,12 @@ STREAM_FLAGS = (
     Flag("output_topic", metavar="OUT"),
     Flag("group_id", metavar="ID"),
 )
-FLAGS = (*MODEL_FLAGS, *HTTP_FLAGS, *BATCHING_FLAGS, *STREAM_FLAGS)
+SCORING_FLAGS = (
+    Flag("scene_memory_dir", metavar="DIR"),
+    Flag("scene_save_interval_s", name="--scene-save-interval", metavar="S"),
+    Flag("scene_cameras", metavar="N"),
+)
+FLAGS = (*MODEL_FLAGS, *HTTP_FLAGS, *BATCHING_FLAGS, *STREAM_FLAGS, *SCORING_FLAGS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("HTTP API", HTTP_FLAGS),
         ("batching", BATCHING_FLAGS),
         ("stream mode", STREAM_FLAGS),
+        ("anomaly scoring", SCORING_FLAGS),
     ):
         add_flags(parser.add_argument_group(title), ServingSettings, flags)
     return parser

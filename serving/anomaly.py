@@ -7,7 +7,9 @@ highway is busier than a car park), so raw scores are only comparable within a c
 statistics and the reported score is the z-score against them — computed before the window is added, so an anomaly
 does not hide itself. The optional pixel head gives a second, interpretable error (MSE of the low-resolution next
 frame, as in Liu et al., CVPR 2018). A third score, ``knn_score``, is the window's distance to the camera's own
-memory of normal windows (:mod:`serving.normal_memory`), which does not reward the predictable.
+memory of normal windows (:mod:`serving.normal_memory`), which does not reward the predictable. A fourth,
+``scene_score``, compares each grid cell's motion, direction and stillness with that cell's memory
+(:mod:`serving.scene_memory`) and names the cell that scored highest.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from serving.normal_memory import FeatureMemory
+from serving.scene_store import SceneMemories
 
 _EPS = 1e-8
 
@@ -87,9 +90,17 @@ class ScoreNormaliser:
     """
 
     def __init__(
-        self, warmup: int, memory: int, max_cameras: int, normal_windows: int = 1000, neighbours: int = 5
+        self,
+        warmup: int,
+        memory: int,
+        max_cameras: int,
+        normal_windows: int = 1000,
+        neighbours: int = 5,
+        scenes: SceneMemories | None = None,
     ) -> None:
         self.warmup = warmup
+        # Per-camera cell memories (``scene_score``): model-independent, so kept across versions.
+        self.scenes = scenes if scenes is not None else SceneMemories(max_cameras=min(max_cameras, 256))
         self.memory = memory
         self.max_cameras = max_cameras
         self.normal_windows = normal_windows

@@ -58,6 +58,11 @@ class ServingSettings(CommonSettings):
     score_warmup: int = Field(10, ge=1, description="windows per camera before a z-score is reported")
     score_memory: int = Field(1000, ge=2, description="windows after which camera statistics forget (EWMA)")
     max_cameras: int = Field(10_000, ge=1, description="camera statistics kept (least recently used dropped)")
+    scene_cameras: int = Field(256, ge=1, description="cameras whose scene memory is kept (about 1 MiB each, LRU)")
+    scene_memory_dir: Path | None = Field(
+        None, description="save every camera's scene memory here and restore it at start (kept across restarts)"
+    )
+    scene_save_interval_s: float = Field(60.0, gt=0, description="how often the scene memories are saved")
     drain_timeout_s: float = Field(30.0, gt=0, description="on shutdown, how long in-flight work may take")
 
     @field_validator("version")

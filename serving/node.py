@@ -24,6 +24,7 @@ from serving.model import LoadedModel
 from serving.model_loader import ModelLoader, SessionConfig
 from serving.model_slot import ModelSlot
 from serving.registry_watcher import RegistryWatcher
+from serving.scene_store import SceneMemories, SceneSaver
 from serving.stream_mode import StreamConfig, StreamWorker
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,13 @@ class ServingNode:
             metrics=self.metrics,
             workers=settings.instances,
         )
-        self.normaliser = ScoreNormaliser(settings.score_warmup, settings.score_memory, settings.max_cameras)
+        scenes = SceneMemories(settings.scene_cameras)
+        self.normaliser = ScoreNormaliser(
+            settings.score_warmup, settings.score_memory, settings.max_cameras, scenes=scenes
+        )
+        self.scene_saver: SceneSaver | None = None
+        if settings.scene_memory_dir is not None:
+            self.scene_saver = SceneSaver(scenes, settings.scene_memory_dir, settings.scene_save_interval_s)
         self._own_bus = bus is None and settings.stream_topic is not None
         self.bus = bus
         self.stream: StreamWorker | None = None
@@ -87,6 +94,8 @@ class ServingNode:
             self.watcher.check()
             if self.slot.current is None and self.watcher.last_error is not None:
                 raise self.watcher.last_error
+            if self.scene_saver is not None:
+                self.scene_saver.start()  # before any window is scored, so restored memories are used
             self.batcher.start()
             self.watcher.start()
             if self.settings.stream_topic is not None:
@@ -138,6 +147,8 @@ class ServingNode:
             self.stream = None
         self.batcher.stop(self.settings.drain_timeout_s)
         self.watcher.stop()
+        if self.scene_saver is not None:
+            self.scene_saver.stop()  # after the last window is scored, so none of what it taught is lost
         if self.telemetry is not None:
             self.telemetry.stop()
             self.telemetry = None

@@ -109,6 +109,13 @@ class WindowEmbedding(BaseModel):
     clip_embedding: list[float]
 
 
+class SceneRegion(BaseModel):
+    row: int
+    col: int
+    grid: int = Field(description="the frame is cut into grid × grid cells")
+    box: list[int] = Field(description="[x0, y0, x1, y1] of the cell in the window's frame pixels")
+
+
 class WindowScore(BaseModel):
     """One scored window; stream mode publishes the same object (plus the embedding) to the output topic."""
 
@@ -128,6 +135,12 @@ class WindowScore(BaseModel):
     knn_score: float | None = Field(
         None, description="distance to the camera's memory of normal windows (kNN); null until it holds a few"
     )
+    scene_score: float | None = Field(
+        None,
+        description="the most unusual grid cell's distance to that cell's memory of normal motion and stillness, "
+        "calibrated per cell (0 ≈ the cell's median, 1 ≈ its 90th percentile); null while the camera warms up",
+    )
+    scene_region: SceneRegion | None = Field(None, description="the cell that gave scene_score")
     camera_windows: int = Field(description="windows behind the camera's statistics")
     camera_mean: float
     camera_std: float

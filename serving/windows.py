@@ -18,6 +18,7 @@ from serving.errors import InvalidInputError
 from serving.metrics import ServingMetrics
 from serving.model import LoadedModel, WindowOutputs
 from serving.normal_memory import window_feature
+from serving.scene_cells import GRID, cell_box
 
 RESULT_SCHEMA = "streamssl.score/1"
 
@@ -53,6 +54,12 @@ def window_frames(model: LoadedModel, window: Window) -> npt.NDArray[np.uint8]:
         raise InvalidInputError(f"window {window.camera_id}#{window.sequence}: {error}") from error
 
 
+def scene_region(cell: tuple[int, int], window: Window) -> dict[str, Any]:
+    """Where in the window's frames the scene score is highest: the grid cell and its pixel box."""
+    row, col = cell
+    return {"row": row, "col": col, "grid": GRID, "box": cell_box(row, col, window.height, window.width)}
+
+
 def window_embedding(model: LoadedModel, window: Window, outputs: WindowOutputs) -> dict[str, Any]:
     return {
         "model_name": model.name,
@@ -81,6 +88,7 @@ def score_window(
         metrics.anomaly_score.labels(window.camera_id).observe(camera.z)
     feature = window_feature(outputs.frame_embeddings[0], outputs.clip_embeddings[0])
     knn = normaliser.novelty(window.camera_id, model.version, feature)
+    scene = normaliser.scenes.observe(window.camera_id, window.frames, float(window.pts_s[0]))
     result: dict[str, Any] = {
         "schema": RESULT_SCHEMA,
         "model_name": model.name,
@@ -96,6 +104,8 @@ def score_window(
         "raw_score": raw,
         "pixel_error": None if outputs.pixel_errors is None else float(outputs.pixel_errors[0]),
         "knn_score": knn,
+        "scene_score": scene.score,
+        "scene_region": None if scene.cell is None else scene_region(scene.cell, window),
         "camera_windows": camera.count,
         "camera_mean": camera.mean,
         "camera_std": camera.std,
