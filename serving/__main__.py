@@ -46,8 +46,9 @@ BATCHING_FLAGS = (
     Flag(
         "instances",
         metavar="N",
-        help="batches run at once; on a small CPU box, N = cores with --threads 1 serves the most",
+        help="batches run at once (with adaptive threads: at least one per core)",
     ),
+    Flag("adaptive_threads", name="--no-adaptive-threads", help="always run every batch on all its threads"),
 )
 STREAM_FLAGS = (
     Flag("stream_topic", metavar="IN"),

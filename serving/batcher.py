@@ -61,6 +61,10 @@ class Batcher:
     Several workers are model instances in Triton's sense: with single-threaded sessions, N workers keep N cores
     busy with whole batches, and a core borrowed by the HTTP thread delays one batch instead of stalling every
     intra-op thread at the next barrier.
+
+    ``adaptive``: the workers share the cores by load. A batch that leaves the queue empty while no other batch
+    runs gets every core (the model's all-core sessions: a lone request is as fast as it can be), and no other batch
+    starts beside it; a batch with more work waiting behind it runs on a one-thread session, beside the others.
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class Batcher:
         max_queue: int,
         metrics: ServingMetrics,
         workers: int = 1,
+        adaptive: bool = False,
     ) -> None:
         if max_batch_size < 1 or max_queue < 1 or max_queue_delay_s < 0 or workers < 1:
             raise ValueError("max_batch_size, max_queue and workers must be positive, max_queue_delay_s not negative")
@@ -82,6 +87,9 @@ class Batcher:
         self._arriving = 0
         self._changed = threading.Condition()
         self._stopping = False
+        self.adaptive = adaptive
+        self._busy = 0  # batches running
+        self._all_cores_taken = False  # an adaptive batch on every core runs: no other may start
         self._workers = [
             threading.Thread(target=self._run, name=f"batcher-{index}", daemon=True) for index in range(workers)
         ]
@@ -143,11 +151,11 @@ class Batcher:
             self._changed.notify_all()
         return task.future
 
-    def _next_batch(self) -> list[_Task] | None:
-        """Block for the next batch; None once stopping and drained."""
+    def _next_batch(self) -> tuple[list[_Task], bool] | None:
+        """Block for the next batch and whether it runs on every core; None once stopping and drained."""
         with self._changed:
-            while not self._queue:
-                if self._stopping:
+            while not self._queue or self._all_cores_taken:
+                if self._stopping and not self._queue:
                     return None
                 self._changed.wait()
             first = self._queue.popleft()
@@ -166,17 +174,27 @@ class Batcher:
                     break
                 self._changed.wait(remaining)
             self.metrics.queue_depth.set(len(self._queue))
+            all_cores = not self.adaptive or (not self._queue and self._busy == 0)
+            self._busy += 1
+            self._all_cores_taken = self.adaptive and all_cores
             self._changed.notify_all()  # blocked submitters may have room now
-            return batch
+            return batch, all_cores
 
     def _run(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            # A request whose client went away (its future was cancelled) is dropped before it costs anything.
-            live = [task for task in batch if task.future.set_running_or_notify_cancel()]
-            if live:
-                self._execute(live)
+        while (next_batch := self._next_batch()) is not None:
+            batch, all_cores = next_batch
+            try:
+                # A request whose client went away (its future was cancelled) is dropped before it costs anything.
+                live = [task for task in batch if task.future.set_running_or_notify_cancel()]
+                if live:
+                    self._execute(live, single_thread=not all_cores)
+            finally:
+                with self._changed:
+                    self._busy -= 1
+                    self._all_cores_taken = False if all_cores else self._all_cores_taken
+                    self._changed.notify_all()
 
-    def _execute(self, batch: list[_Task]) -> None:
+    def _execute(self, batch: list[_Task], single_thread: bool = False) -> None:
         kind = batch[0].kind
         started = time.monotonic()
         for task in batch:
@@ -184,7 +202,11 @@ class Batcher:
         inputs = batch[0].inputs if len(batch) == 1 else np.concatenate([task.inputs for task in batch])
         try:
             model = batch[0].model
-            outputs: Any = model.embed_frames(inputs) if kind is TaskKind.FRAMES else model.run_windows(inputs)
+            outputs: Any = (
+                model.embed_frames(inputs, single_thread)
+                if kind is TaskKind.FRAMES
+                else model.run_windows(inputs, single_thread)
+            )
         except Exception as error:  # a failing batch fails its requests, never the worker
             log.exception("inference of a batch of %d %s failed", len(inputs), kind.value)
             for task in batch:

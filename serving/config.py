@@ -6,6 +6,7 @@ Layered like every StreamSSL service (YAML < flags < ``STREAMSSL_*`` variables, 
 from __future__ import annotations
 
 import re
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -48,6 +49,11 @@ class ServingSettings(CommonSettings):
     max_queue_delay_ms: float = Field(2.0, ge=0, le=10_000, description="longest wait for a batch to fill")
     max_queue: int = Field(256, ge=1, le=1_000_000, description="queued requests before 503 + Retry-After")
     instances: int = Field(1, ge=1, le=256, description="batches run at once, each on its own worker thread")
+    adaptive_threads: bool = Field(
+        True,
+        description="with --threads 0 on CPU: a lone batch runs on every core, batches with work queued behind them "
+        "run side by side on one core each",
+    )
 
     stream_topic: str | None = Field(None, description="consume windows from this topic (stream mode)")
     output_topic: str = Field(DEFAULT_RESULTS_TOPIC, description="publish stream-mode results here")
@@ -102,6 +108,16 @@ class ServingSettings(CommonSettings):
         names = list(dict.fromkeys([*names, PROVIDER_NAMES["cpu"]]))
         cpu = PROVIDER_NAMES["cpu"]
         return [name for name in names if name != cpu] + [cpu]
+
+    @property
+    def adaptive_workers(self) -> int | None:
+        """Worker threads of the adaptive batcher (one per core), or None where it does not apply: threads set by
+        hand, a GPU provider asked for, or a single core."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cpu_only = self.provider_list == [PROVIDER_NAMES["cpu"]]
+        if not self.adaptive_threads or self.threads != 0 or not cpu_only or cores < 2:
+            return None
+        return max(self.instances, cores)
 
     @property
     def consumer_group(self) -> str:

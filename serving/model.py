@@ -71,6 +71,8 @@ class LoadedModel:
     provider: str
     sessions: dict[Role, Any]  # onnxruntime.InferenceSession (untyped package)
     files: dict[Role, ModelFile]
+    # The same graphs on one intra-op thread each, for batches that run side by side under load (adaptive threads).
+    single_thread_sessions: dict[Role, Any] | None = None
     leases: int = field(default=0, compare=False)  # guarded by the ModelSlot's lock
 
     @property
@@ -102,24 +104,26 @@ class LoadedModel:
     def describe(self) -> str:
         return f"{self.name} version {self.version} ({self.precision}, {self.provider})"
 
-    def run(self, role: Role, value: Array) -> list[npt.NDArray[np.float32]]:
-        """Run one role on its single input; its outputs in contract order."""
+    def run(self, role: Role, value: Array, single_thread: bool = False) -> list[npt.NDArray[np.float32]]:
+        """Run one role on its single input; its outputs in contract order. ``single_thread``: on the one-thread
+        session where the model has them."""
         inputs, outputs = CONTRACT[role]
-        results = self.sessions[role].run([o.name for o in outputs], {inputs[0].name: value})
+        sessions = self.single_thread_sessions if single_thread and self.single_thread_sessions else self.sessions
+        results = sessions[role].run([o.name for o in outputs], {inputs[0].name: value})
         return [np.asarray(result, dtype=np.float32) for result in results]
 
-    def embed_frames(self, frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    def embed_frames(self, frames: npt.NDArray[np.uint8], single_thread: bool = False) -> npt.NDArray[np.float32]:
         """``[N, H, W, C]`` uint8 → ``[N, D]`` float32."""
-        return self.run("frame_encoder", frames)[0]
+        return self.run("frame_encoder", frames, single_thread)[0]
 
-    def run_windows(self, frames: npt.NDArray[np.uint8]) -> WindowOutputs:
+    def run_windows(self, frames: npt.NDArray[np.uint8], single_thread: bool = False) -> WindowOutputs:
         """``[N, T, H, W, C]`` uint8 windows (T ≥ K + M) → embeddings and raw anomaly scores."""
         k, m = self.context_frames, self.future_frames
-        frame_embeddings, clip_embeddings = self.run("clip_encoder", frames)
-        (predicted,) = self.run("predictor", np.ascontiguousarray(frame_embeddings[:, :k]))
+        frame_embeddings, clip_embeddings = self.run("clip_encoder", frames, single_thread)
+        (predicted,) = self.run("predictor", np.ascontiguousarray(frame_embeddings[:, :k]), single_thread)
         raw = prediction_error(predicted, frame_embeddings[:, k : k + m])
         pixels = None
         if self.has_pixel_head:
-            (next_frame,) = self.run("pixel_predictor", np.ascontiguousarray(frames[:, :k]))
+            (next_frame,) = self.run("pixel_predictor", np.ascontiguousarray(frames[:, :k]), single_thread)
             pixels = pixel_error(next_frame, frames[:, k])
         return WindowOutputs(frame_embeddings, clip_embeddings, raw, pixels)

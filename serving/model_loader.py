@@ -34,6 +34,7 @@ class SessionConfig:
     inter_op_threads: int = 0
     spin_threads: bool = False
     precision: Literal["fp32", "int8"] = "fp32"
+    single_thread_sessions: bool = False  # also build one-thread sessions (adaptive threads; CPU provider only)
 
 
 def usable_providers(requested: list[str]) -> list[str]:
@@ -72,6 +73,12 @@ class ModelLoader:
         sessions = {role: self._session(directory / file.path) for role, file in files.items()}
         for role, session in sessions.items():
             _check_graph(files[role], session)
+        single = None
+        if (
+            self.config.single_thread_sessions
+            and sessions["frame_encoder"].get_providers()[0] == "CPUExecutionProvider"
+        ):
+            single = {role: self._session(directory / file.path, threads=1) for role, file in files.items()}
         model = LoadedModel(
             name=self.model,
             version=version,
@@ -80,6 +87,7 @@ class ModelLoader:
             provider=sessions["frame_encoder"].get_providers()[0],
             sessions=sessions,
             files=files,
+            single_thread_sessions=single,
         )
         _test_inference(model)
         return model
@@ -109,9 +117,9 @@ class ModelLoader:
             )
         return files
 
-    def _session(self, path: Path) -> Any:
+    def _session(self, path: Path, threads: int | None = None) -> Any:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.config.intra_op_threads
+        options.intra_op_num_threads = self.config.intra_op_threads if threads is None else threads
         options.inter_op_num_threads = self.config.inter_op_threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         spin = "1" if self.config.spin_threads else "0"
@@ -211,6 +219,10 @@ def _test_inference(model: LoadedModel) -> None:
                 dim if isinstance(dim, int) else prediction.shape[axis] for axis, dim in enumerate(head.shape)
             )
             checks.append(("pixel_predictor", [prediction], [(n, *fixed[1:])]))
+        if model.single_thread_sessions:
+            one = model.run("clip_encoder", pixels, single_thread=True)[1]
+            if not np.allclose(one, clip, atol=1e-4):
+                raise ModelLoadError("validation", f"version {model.version}: one-thread sessions disagree")
     except ModelLoadError:
         raise
     except Exception as error:  # onnxruntime's runtime errors (shape mismatches inside the graph) have no common type

@@ -46,6 +46,7 @@ class ServingNode:
                 inter_op_threads=settings.inter_op_threads,
                 spin_threads=settings.spin_threads,
                 precision=settings.precision,
+                single_thread_sessions=settings.adaptive_workers is not None,
             ),
         )
         self.watcher = RegistryWatcher(
@@ -56,7 +57,8 @@ class ServingNode:
             max_queue_delay_s=settings.max_queue_delay_ms / 1000,
             max_queue=settings.max_queue,
             metrics=self.metrics,
-            workers=settings.instances,
+            workers=settings.adaptive_workers or settings.instances,
+            adaptive=settings.adaptive_workers is not None,
         )
         scenes = SceneMemories(settings.scene_cameras)
         self.normaliser = ScoreNormaliser(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -25,6 +27,7 @@ from serving.model import LoadedModel
 from serving.model_loader import ModelLoader, SessionConfig
 from serving.tensors import header_length, parse_infer_request
 from tests.serving_fixtures import MODEL, frames
+from tests.waiting import wait_until
 
 FRAMES_SPEC = TensorSpec.model_validate({"name": "frames", "shape": ["batch", 16, 16, 3], "dtype": "uint8"})
 
@@ -162,6 +165,69 @@ def test_batcher_instances_run_batches_at_the_same_time(model: LoadedModel) -> N
         Batcher(max_batch_size=1, max_queue_delay_s=0.0, max_queue=1, metrics=ServingMetrics(), workers=0)
 
 
+class Lane:
+    """A frame-encoder session that records which lane ran it and how many runs were in progress at once."""
+
+    def __init__(self, inner: Any, name: str, log: list[tuple[str, int]], lock: threading.Lock) -> None:
+        self.inner, self.name, self.log, self.lock = inner, name, log, lock
+        self.hold = threading.Event()
+        self.hold.set()
+        self.running = [0]
+
+    def run(self, outputs: Any, feeds: dict[str, np.ndarray]) -> Any:
+        with self.lock:
+            self.running[0] += 1
+            self.log.append((self.name, self.running[0]))
+        try:
+            self.hold.wait(30)
+            time.sleep(0.05)  # long enough for a second worker to start beside it, if it may
+            return self.inner.run(outputs, feeds)
+        finally:
+            with self.lock:
+                self.running[0] -= 1
+
+
+def test_adaptive_batcher_gives_a_lone_batch_every_core_and_a_queue_one_core_per_batch(model: LoadedModel) -> None:
+    log: list[tuple[str, int]] = []
+    lock = threading.Lock()
+    every = Lane(model.sessions["frame_encoder"], "all", log, lock)
+    one = Lane(model.sessions["frame_encoder"], "one", log, lock)
+    one.running = every.running  # one count of runs in progress across both lanes
+    lanes = dataclasses.replace(model, sessions={**model.sessions, "frame_encoder": every},
+                                single_thread_sessions={**model.sessions, "frame_encoder": one})  # fmt: skip
+    batcher = Batcher(max_batch_size=1, max_queue_delay_s=0.0, max_queue=100, metrics=ServingMetrics(), workers=2,
+                      adaptive=True)  # fmt: skip
+    batcher.start()
+    try:
+        batcher.submit_frames(lanes, frames(1)).result(10)
+        assert log == [("all", 1)], "a lone request runs on the all-core session"
+        log.clear()
+        every.hold.clear()
+        first = batcher.submit_frames(lanes, frames(1, seed=1))
+        wait_until(lambda: bool(log), "the first batch started")
+        queued = [batcher.submit_frames(lanes, frames(1, seed=i)) for i in range(2, 6)]
+        time.sleep(0.2)
+        assert log == [("all", 1)], "nothing starts beside a batch that has every core"
+        every.hold.set()
+        results = [future.result(20) for future in [first, *queued]]
+    finally:
+        batcher.stop()
+    assert [name for name, _ in log[1:4]] == ["one"] * 3, "with work queued behind them, batches run on one core"
+    assert max(count for name, count in log if name == "one") == 2, "two one-core batches ran side by side"
+    assert all(count == 1 for name, count in log if name == "all"), "an all-core batch never shares the cores"
+    direct = model.embed_frames(np.concatenate([frames(1, seed=i) for i in range(1, 6)]))
+    np.testing.assert_allclose(np.concatenate(results), direct, rtol=1e-5, atol=1e-6)
+
+
+def test_the_loader_builds_one_thread_sessions_that_agree(tmp_path: Path) -> None:
+    make_registry_version(tmp_path, seed=72)
+    config = SessionConfig(providers=["CPUExecutionProvider"], single_thread_sessions=True)
+    loaded = ModelLoader(tmp_path, MODEL, config).load("1")
+    assert loaded.single_thread_sessions is not None
+    pixels = frames(3)
+    np.testing.assert_allclose(loaded.embed_frames(pixels, single_thread=True), loaded.embed_frames(pixels), atol=1e-5)
+
+
 def test_batcher_queue_is_bounded(model: LoadedModel) -> None:
     recorder = Recorder(model)
     batcher = Batcher(max_batch_size=1, max_queue_delay_s=0.0, max_queue=2, metrics=ServingMetrics())
@@ -261,3 +327,15 @@ def test_fast_parser_reads_plain_lists_with_or_without_spaces() -> None:
     np.testing.assert_array_equal(parse_uint8(b" 1 , 2 "), [1, 2])
     assert split_data(b'{"inputs": [{"data": [1, 2]}], "x": {"data": 1}}') is None, "two data keys: general path"
     assert split_data(b'{"inputs": [{"data": [1, 2]}]}') == (b'{"inputs": [{"data": []}]}', b"1, 2")
+
+
+def test_adaptive_threads_apply_to_the_default_cpu_node_only(tmp_path: Path) -> None:
+    from serving.config import ServingSettings
+
+    cores = len(os.sched_getaffinity(0))
+    default = ServingSettings(registry=tmp_path)
+    assert default.adaptive_workers == (cores if cores > 1 else None)
+    assert ServingSettings(registry=tmp_path, threads=1).adaptive_workers is None, "threads set by hand"
+    assert ServingSettings(registry=tmp_path, providers="cuda,cpu").adaptive_workers is None, "a GPU asked for"
+    assert ServingSettings(registry=tmp_path, adaptive_threads=False).adaptive_workers is None
+    assert ServingSettings(registry=tmp_path, instances=cores + 2).adaptive_workers in (None, cores + 2)
