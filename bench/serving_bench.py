@@ -1,7 +1,7 @@
 """Serving throughput and latency against a bare ``InferenceSession.run`` loop, in the same run.
 
     python bench/serving_bench.py [--seconds 9] [--rounds 3] [--concurrency 1,8,32] [--payload json,binary]
-        [--server-threads 1 --instances 2] [--widths 64,128,256,512]
+        [--server-threads 1 --instances 2] [--no-adaptive-threads] [--widths 64,128,256,512]
 
 The model is a stand-in of ResNet-18's cost at 128×128 (bench/onnx_models.py: a 4-stage conv net, two 3×3
 convolutions per stage, widths 64-128-256-512 by default: ~12 ms per image on one core, as ResNet-18 is on our
@@ -169,6 +169,8 @@ def start_server(registry: Path, args: argparse.Namespace) -> tuple[subprocess.P
     command += ["--port", str(port), "--max-batch-size", str(args.max_batch_size)]
     command += ["--max-queue-delay-ms", str(args.max_queue_delay_ms), "--log-level", "WARNING"]
     command += ["--threads", str(args.server_threads), "--instances", str(args.instances)]
+    if args.no_adaptive_threads:
+        command.append("--no-adaptive-threads")
     server = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -272,6 +274,7 @@ def main() -> int:
     parser.add_argument("--max-queue-delay-ms", type=float, default=2.0)
     parser.add_argument("--server-threads", type=int, default=0, help="the server's --threads (0: all cores)")
     parser.add_argument("--instances", type=int, default=1, help="the server's --instances")
+    parser.add_argument("--no-adaptive-threads", action="store_true", help="the server's --no-adaptive-threads")
     parser.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="conv widths of the 4 stages")
     parser.add_argument("--load-worker", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -323,7 +326,7 @@ def main() -> int:
     print(f"\nServing bench: OIP infer, one {SIZE}×{SIZE}×3 UINT8 image per request; conv widths {args.widths},")
     print(
         f"{1000 / single:.1f} ms per image on one core; {os.cpu_count()} CPUs; server --threads {args.server_threads} "
-        f"--instances {args.instances}, max batch "
+        f"--instances {args.instances}{' --no-adaptive-threads' if args.no_adaptive_threads else ''}, max batch "
         f"{args.max_batch_size}, queue delay {args.max_queue_delay_ms} ms; load average at the end "
         f"{os.getloadavg()[0]:.2f}\n"
     )
