@@ -5,8 +5,8 @@ Layered like every StreamSSL service (YAML < flags < ``STREAMSSL_*`` variables, 
 
 from __future__ import annotations
 
-import re
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
