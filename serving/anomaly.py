@@ -9,7 +9,9 @@ does not hide itself. The optional pixel head gives a second, interpretable erro
 frame, as in Liu et al., CVPR 2018). A third score, ``knn_score``, is the window's distance to the camera's own
 memory of normal windows (:mod:`serving.normal_memory`), which does not reward the predictable. A fourth,
 ``scene_score``, compares each grid cell's motion, direction and stillness with that cell's memory
-(:mod:`serving.scene_memory`) and names the cell that scored highest.
+(:mod:`serving.scene_memory`) and names the cell that scored highest. A fifth, ``slowdown_score``, says how
+much slower than usual the camera's traffic has moved over the last seconds (:mod:`serving.scene_flow`): a jam, or
+the queue behind a stalled vehicle.
 """
 
 from __future__ import annotations

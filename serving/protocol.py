@@ -141,6 +141,12 @@ class WindowScore(BaseModel):
         "calibrated per cell (0 ≈ the cell's median, 1 ≈ its 90th percentile); null while the camera warms up",
     )
     scene_region: SceneRegion | None = Field(None, description="the cell that gave scene_score")
+    slowdown_score: float | None = Field(
+        None,
+        description="how much slower than the camera's normal its traffic moved over the last 8 s (optical flow per "
+        "block against that block's typical speed; stopped vehicles count as speed 0), calibrated per camera "
+        "(0 ≈ its median, 1 ≈ its 90th percentile); null while the camera warms up",
+    )
     camera_windows: int = Field(description="windows behind the camera's statistics")
     camera_mean: float
     camera_std: float

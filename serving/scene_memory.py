@@ -12,8 +12,12 @@ frame-level or prediction-error score calls normal:
 * the maps depend only on pixels, so the memory is kept across model versions, and saved and restored across
   restarts (:meth:`SceneMemory.state` / :meth:`SceneMemory.restore`).
 
+The same background also tells which blocks are occupied for :class:`serving.scene_flow.TrafficSpeed`, which
+gives each window its ``slowdown`` (traffic slower than the camera's normal).
+
 Memory per camera is bounded: ``capacity`` × 64 cells × 5 features in float16, a background of ``BACKGROUND``
-frames, and ``HISTORY`` calibration rows (about 1 MiB at the defaults).
+frames, ``HISTORY`` calibration rows and the traffic speed's 16×16 blocks and 540 values (about 1 MiB at the
+defaults).
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from serving import scene_cells
+from serving import scene_cells, scene_flow
 from serving.scene_cells import CONTEXT_S, FEATURES, GRID, Maps
+from serving.scene_flow import TrafficSpeed
 
 BACKGROUND = 50  # normalised mean frames in the background median
 BACKGROUND_EVERY_S = 2.0  # one background frame per this many seconds of stream (so it spans ~100 s)
@@ -37,11 +42,13 @@ MIN_HISTORY = 20  # novelties before they are calibrated
 
 @dataclass(frozen=True)
 class SceneScore:
-    """``score`` is None while the camera's memory warms up; ``cell`` is the (row, col) that scored highest."""
+    """``score`` is None while the camera's memory warms up; ``cell`` is the (row, col) that scored highest;
+    ``slowdown`` is the traffic's slowness against the camera's normal (:mod:`serving.scene_flow`)."""
 
     score: float | None
     cell: tuple[int, int] | None
     remembered: int
+    slowdown: float | None = None
 
 
 class SceneMemory:
@@ -59,21 +66,26 @@ class SceneMemory:
         self._novelties: deque[Maps] = deque(maxlen=HISTORY + gap)
         self._calibration: tuple[Maps, Maps] | None = None  # (median, spread), refreshed every CALIBRATE_EVERY
         self._since_calibration = 0
+        self._traffic = TrafficSpeed()
 
     def __len__(self) -> int:
         return min(self._added, self.capacity)
 
     def observe(self, frames: npt.NDArray[np.uint8], pts_s: float) -> SceneScore:
         """Score one window (``[T, H, W, C]`` uint8, its first frame's PTS) against the memory, then remember it."""
-        features = self._features(scene_cells.analysis_frames(frames), pts_s)
+        features, occupancy = self._features(scene_cells.analysis_frames(frames), pts_s)
         score, cell = self._score(features)
         self._pending.append(features)
         while len(self._pending) > self.gap:
             self._remember(self._pending.popleft())
-        return SceneScore(score, cell, len(self))
+        slowdown = self._traffic.observe(*scene_flow.block_flow(frames), occupancy, pts_s)
+        return SceneScore(score, cell, len(self), slowdown)
 
-    def _features(self, frames: Maps, pts_s: float) -> Maps:
+    def _features(self, frames: Maps, pts_s: float) -> tuple[Maps, Maps | None]:
+        """The window's cell maps, and its block occupancy against the background as it was before this window."""
         flow, stopped, mean = scene_cells.window_maps(frames, self._background_median)
+        background = self._background_median
+        occupancy = None if background is None else scene_flow.block_occupancy(mean, background)
         if self._context and pts_s < self._context[-1][0]:
             self._context.clear()  # the stream restarted (a new segment, a looped file): old context is stale
         self._context.append((pts_s, stopped))
@@ -85,7 +97,7 @@ class SceneMemory:
             self._background_median = np.median(np.stack(self._background), axis=0).astype(np.float32)
             self._last_background_s = pts_s
         maps = np.concatenate([flow, stopped[..., None], np.stack(spans, axis=-1)], axis=-1)
-        return maps.reshape(GRID * GRID, FEATURES).astype(np.float32)
+        return maps.reshape(GRID * GRID, FEATURES).astype(np.float32), occupancy
 
     def _score(self, features: Maps) -> tuple[float | None, tuple[int, int] | None]:
         if len(self) < MIN_MEMORY:
@@ -137,6 +149,7 @@ class SceneMemory:
             "last_background_s": np.array(self._last_background_s, dtype=np.float64),
             "calibration": np.stack(self._calibration) if self._calibration else np.zeros((0, GRID * GRID), np.float32),
             "since_calibration": np.array(self._since_calibration),
+            **self._traffic.state(),
         }
 
     def restore(self, state: dict[str, npt.NDArray[np.floating]]) -> None:
@@ -153,3 +166,4 @@ class SceneMemory:
         if len(state["calibration"]):
             self._calibration = (state["calibration"][0], state["calibration"][1])
         self._since_calibration = int(state["since_calibration"])
+        self._traffic.restore(state)

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ingest.runtime.durable_files import write_atomically
+from serving import scene_flow
 from serving.scene_cells import FEATURES, GRID
 from serving.scene_memory import SceneMemory, SceneScore
 
@@ -27,9 +28,10 @@ log = logging.getLogger(__name__)
 
 STATE_KEYS = (
     "bank", "pending", "background", "novelties", "context_pts", "context", "last_background_s", "calibration",
-    "since_calibration",
+    "since_calibration", *scene_flow.STATE_KEYS,
 )  # fmt: skip
-LAYOUT = f"scene/1 grid={GRID} features={FEATURES}"  # a saved memory of another layout is not loaded
+# A saved memory of another layout is not loaded.
+LAYOUT = f"scene/2 grid={GRID} features={FEATURES} speed_grid={scene_flow.GRID}"
 
 
 class SceneMemories:

@@ -106,6 +106,7 @@ def score_window(
         "knn_score": knn,
         "scene_score": scene.score,
         "scene_region": None if scene.cell is None else scene_region(scene.cell, window),
+        "slowdown_score": scene.slowdown,
         "camera_windows": camera.count,
         "camera_mean": camera.mean,
         "camera_std": camera.std,

@@ -1,6 +1,7 @@
 """The per-cell scene memory on hand-made roads: flow direction is read right, a vehicle against the flow or one that
 stands still is far from the cell's memory and named by its cell, the ordinary is near, dimming is not occupancy,
-the newest windows wait out the gap, and a saved memory comes back the same (or is skipped, never a crash)."""
+the newest windows wait out the gap, traffic slower than the camera's normal raises the slowdown score (dusk does
+not), and a saved memory comes back the same (or is skipped, never a crash)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving import scene_cells
+from serving import scene_cells, scene_flow
 from serving.scene_cells import GRID, SIZE, cell_box
 from serving.scene_memory import SceneMemory
 from serving.scene_store import SceneMemories
@@ -96,6 +97,42 @@ def test_a_car_that_stands_still_scores_high_where_it_stands() -> None:
     assert row in (30 // side - 1, 30 // side, (30 + CAR) // side), f"row {row}: not where the car stands"
 
 
+def test_block_flow_reads_how_fast_a_car_moves() -> None:
+    column = (LANE_X + CAR // 2) * scene_flow.SIZE // SIZE // (scene_flow.SIZE // scene_flow.GRID)
+    slow, slow_moving = scene_flow.block_flow(window([(20.0, 1.0)]))
+    fast, _ = scene_flow.block_flow(window([(20.0, 2.0)]))
+    _, still_moving = scene_flow.block_flow(window([]))
+    assert fast[:, column].max() > 1.5 * slow[:, column].max() > 0.0, "twice the speed reads faster"
+    assert slow_moving[:, column].max() > scene_flow.MOVING_SHARE
+    assert still_moving.max() == 0.0, "an empty road does not move"
+
+
+def slowdowns(memory: SceneMemory, pts: float, cars: list[list[tuple[float, float]]], brightness: float = 1.0) -> list:
+    return [memory.observe(window(c, brightness), pts + 0.8 * i).slowdown for i, c in enumerate(cars)]
+
+
+def test_traffic_slower_than_the_cameras_normal_raises_the_slowdown_score() -> None:
+    memory = SceneMemory(capacity=200, k=3, gap=10)
+    pts = warmed(memory, 150)
+    ordinary = slowdowns(memory, pts, [traffic(150 + i) for i in range(12)])
+    # A queue: the same cars, crawling at a fifth of the speed (and then standing), for 10 s.
+    crawling = [[(y, 0.4) for y, _ in traffic(162 + i)] for i in range(6)]
+    standing = [[(y, 0.0) for y, _ in traffic(168)] for _ in range(6)]
+    queue = slowdowns(memory, pts + 12 * 0.8, crawling + standing)
+    assert all(s is not None for s in ordinary + queue)
+    assert max(queue[-4:]) > 1.0 > 0.5 * max(ordinary), f"queue {queue}, ordinary {ordinary}"
+    assert queue[-1] > max(ordinary) + 1.0
+
+
+def test_dusk_is_not_a_slowdown() -> None:
+    memory = SceneMemory(capacity=200, k=3, gap=10)
+    pts = warmed(memory, 150)
+    ordinary = slowdowns(memory, pts, [traffic(150 + i) for i in range(12)])
+    dusk = slowdowns(memory, pts + 12 * 0.8, [traffic(162 + i) for i in range(12)], brightness=0.6)
+    assert all(s is not None for s in ordinary + dusk)
+    assert max(dusk) < max(ordinary) + 1.0, f"dusk {dusk}, ordinary {ordinary}"
+
+
 def test_scoring_waits_for_memory_and_the_newest_windows_wait_out_the_gap() -> None:
     memory = SceneMemory(capacity=30, k=3, gap=10)
     first = [memory.observe(window(traffic(i)), 0.8 * i) for i in range(25)]
@@ -119,6 +156,8 @@ def test_saved_memories_come_back_and_score_the_same(tmp_path: Path) -> None:
         assert a.score is not None
         assert b.score == pytest.approx(a.score, rel=1e-4, abs=1e-6)
         assert (a.cell, a.remembered) == (b.cell, b.remembered)
+        assert a.slowdown is not None
+        assert b.slowdown == pytest.approx(a.slowdown, rel=1e-6, abs=1e-9)
 
 
 def test_a_broken_or_foreign_memory_file_is_skipped_with_a_warning(

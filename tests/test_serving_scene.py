@@ -1,4 +1,5 @@
-"""The scene memory through the serving node: stream-mode results carry ``scene_score`` and the cell that gave it,
+"""The scene memory through the serving node: stream-mode results carry ``scene_score``, the cell that gave it and
+``slowdown_score``,
 the memory is saved to ``--scene-memory-dir`` at stop and restored at start (a restarted node scores a camera at
 once instead of warming up again), and a node with no directory keeps nothing."""
 
@@ -49,6 +50,8 @@ def test_results_name_the_cell_and_the_memory_survives_a_restart(
     first = score_windows(embedded_bus, registry, "scene.a", range(WARMUP), scene_memory_dir=memory_dir)
     assert first[0]["scene_score"] is None, "a new camera warms up first"
     assert first[0]["scene_region"] is None
+    assert first[0]["slowdown_score"] is None
+    assert any(r["slowdown_score"] is not None for r in first), f"no slowdown_score within {WARMUP} windows"
     scored = [r for r in first if r["scene_score"] is not None]
     assert scored, f"no scene_score within {WARMUP} windows"
     region = scored[-1]["scene_region"]
@@ -62,6 +65,7 @@ def test_results_name_the_cell_and_the_memory_survives_a_restart(
 
     again = score_windows(embedded_bus, registry, "scene.b", range(WARMUP, WARMUP + 3), scene_memory_dir=memory_dir)
     assert all(r["scene_score"] is not None for r in again), "the restored memory scores at once"
+    assert all(r["slowdown_score"] is not None for r in again), "the traffic's normal speed is restored too"
 
     forgetful = score_windows(embedded_bus, registry, "scene.c", range(WARMUP, WARMUP + 3))
     assert all(r["scene_score"] is None for r in forgetful), "without a directory a new node starts afresh"

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-SCORE_KINDS = ("score", "raw_score", "pixel_error", "knn_score", "scene_score")
+SCORE_KINDS = ("score", "raw_score", "pixel_error", "knn_score", "scene_score", "slowdown_score")
 EVENT_KINDS = ("wrong_way", "stalled", "jam")
 
 
