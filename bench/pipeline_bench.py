@@ -1,13 +1,18 @@
 """How many cameras does the whole pipeline carry on this machine? The soak harness at growing camera counts.
 
-    python bench/pipeline_bench.py [--cameras 4,8,12,16] [--minutes 2] [--bus kafka://HOST:PORT] [--out FILE]
+    python bench/pipeline_bench.py [--cameras 4,8,12,16] [--minutes 2] [--bus kafka://HOST:PORT | --bus embedded]
+        [--out FILE]
 
 Each step is one run of bench/soak/run.py (real broker, ``streamssl-ingest`` with N looping synthetic cameras in real
 time at the default 10 fps, ``streamssl-train`` beside it at low priority, ``streamssl-serve`` in stream mode) for
-``--minutes`` of steady state. A camera count *holds* when serving keeps up with capture (scored/produced ≥ 0.98 in
-the steady state), the backlog does not grow (its mean over the last third of the steady state is at most one
-window per camera above the first third's) and capture → score p99 is at most 2 s. The reference measured in the
-same run is capture itself: windows/s scored against windows/s the cameras produced.
+``--minutes`` of steady state. ``--bus embedded``: the same services with the same arguments in one process on the
+embedded bus (a fresh one per step); the cores columns are then that process's CPU split by thread (its harness —
+the soak's topic tails — and threads no stage started apart), the RSS column the one process's.
+
+A camera count *holds* when serving keeps up with capture (scored/produced ≥ 0.98 in the steady state), the backlog
+does not grow (its mean over the last third of the steady state is at most one window per camera above the first
+third's) and capture → score p99 is at most 2 s. The reference measured in the same run is capture itself:
+windows/s scored against windows/s the cameras produced.
 """
 
 from __future__ import annotations
@@ -47,13 +52,19 @@ def row(summary: dict[str, Any]) -> str:
     _, why = holds(summary)
     produced = summary["windows_per_s_produced"]
     ratio = summary["windows_per_s_scored"] / produced if produced else float("nan")
-    cores = {name: process["cores_per_camera"] for name, process in summary["processes"].items()}
+    stages = summary.get("stages")  # the embedded bus: one process, its CPU split by stage
+    cores = {name: process["cores_per_camera"] for name, process in (stages or summary["processes"]).items()}
     rss = {name: f"{p['rss_start_mib']:.0f}→{p['rss_end_mib']:.0f}" for name, p in summary["processes"].items()}
     latency = summary["latency_s"]
+    cores_cell = f"{cores['ingest']:.3f} / {cores['serving']:.3f} / {cores['trainer']:.3f}"
+    if stages:
+        cores_cell += f" (harness {cores['harness']:.3f}, other {cores['other']:.3f})"
+        rss_cell = f"one process {rss['stack']}"
+    else:
+        rss_cell = f"{rss['ingest']} / {rss['serving']} / {rss['trainer']}"
     return (
         f"| {summary['cameras']} | {produced} | {summary['windows_per_s_scored']} | {ratio:.2f}× | {latency['p50']} | "
-        f"{latency['p99']} | {summary['backlog_windows']['max']} | {cores['ingest']:.3f} / {cores['serving']:.3f} / "
-        f"{cores['trainer']:.3f} | {rss['ingest']} / {rss['serving']} / {rss['trainer']} | {why} |"
+        f"{latency['p99']} | {summary['backlog_windows']['max']} | {cores_cell} | {rss_cell} | {why} |"
     )
 
 
@@ -61,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cameras", default="4,8,12,16", help="comma-separated camera counts, in order")
     parser.add_argument("--minutes", type=float, default=2.0, help="steady state per camera count")
-    parser.add_argument("--bus", default=None, help="kafka://HOST:PORT (default: a broker started per step)")
+    parser.add_argument(
+        "--bus", default=None, help="kafka://HOST:PORT (default: a broker started per step), or embedded: the services "
+        "in one process on the embedded bus",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="write every step's summary as JSON here")
     args = parser.parse_args(argv)
     summaries = []

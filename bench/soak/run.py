@@ -1,11 +1,15 @@
-"""Soak: N synthetic cameras in real time through the real broker, the trainer and serving stream mode.
+"""Soak: N synthetic cameras in real time through the bus (the real broker or the embedded one), the trainer and
+serving stream mode.
 
-    python bench/soak/run.py [--cameras 8] [--minutes 10] [--bus kafka://HOST:PORT] [--out soak.json]
+    python bench/soak/run.py [--cameras 8] [--minutes 10] [--bus kafka://HOST:PORT | --bus embedded] [--out soak.json]
 
-Every service runs as its own process with its defaults, as in production: ``streamssl-ingest`` with one camera per
-looping synthetic clip paced at its frame rate, ``streamssl-train`` in continual mode at low priority (``nice``),
-``streamssl-serve`` in stream mode. Without ``--bus`` a broker is started in a fresh directory by
-scripts/kafka.sh and stopped at the end. The run has three phases:
+On Kafka every service runs as its own process with its defaults, as in production: ``streamssl-ingest`` with one
+camera per looping synthetic clip paced at its frame rate, ``streamssl-train`` in continual mode at low priority
+(``nice``), ``streamssl-serve`` in stream mode. Without ``--bus`` a broker is started in a fresh directory by
+scripts/kafka.sh and stopped at the end. ``--bus embedded`` (or ``embedded://NAME``) runs the same three services
+with the same arguments in ONE process (bench/soak/embedded_stack.py: the embedded bus is in-process only), the
+trainer's threads at nice +10, the two topic tails inside it too. Both variants are a :class:`Stack` to the phases
+below. The run has three phases:
 
 1. start-up: until serving has a model (the trainer's first export was promoted) and has scored the windows that
    queued meanwhile;
@@ -13,6 +17,12 @@ scripts/kafka.sh and stopped at the end. The run has three phases:
    score latency of each window captured in it (from the last frame's capture time to the result's broker
    timestamp), CPU seconds and RSS of each process (with its children) at the start and the end;
 3. drain: ingest is stopped, serving must score every window on the topic; then serving and the trainer stop.
+
+On the embedded bus the process table has one row, ``stack`` (its RSS includes the bus itself: every window and
+result stays in memory for the run), and ``stages`` splits its CPU by thread (/proc/PID/task/*/stat, sampled every
+second): ``ingest``, ``trainer`` (export children included), ``serving``, ``harness`` (the tails and the control
+loop, which the Kafka soak runs in its parent, unmeasured) and ``other`` (threads no stage started, and what threads
+used after their last sample); bench/soak/embedded_stack.py says how threads are attributed.
 
 The ledger (windows produced / scored / duplicates / lost) is exact: every window id on the window topic against
 every result on the output topic. Exit status 1 if a window was lost or a process failed, so CI can run a short
@@ -33,11 +43,11 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 import yaml
@@ -45,6 +55,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from bench.soak import embedded_stack  # noqa: E402
 from ingest.bus import open_bus  # noqa: E402
 from ingest.contract.messages import header_from_record  # noqa: E402
 
@@ -103,6 +114,29 @@ def result_row(record: Any) -> dict[str, Any]:
     return {"window_id": result["window_id"], "captured_until": captured_until, "t": record.timestamp_ms / 1000}
 
 
+def process_usage(pid: int) -> dict[str, float]:
+    """CPU seconds of the process and its children (the trainer's export children included, finished ones too) and,
+    apart, of the children alone; RSS (MiB) of the process itself and, apart, of its live children (an export child
+    comes and goes)."""
+    nan = float("nan")
+    try:
+        root = psutil.Process(pid)
+        members = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return {"cpu_s": nan, "children_cpu_s": nan, "rss_mib": nan, "children_rss_mib": nan}
+    cpu, own, rss = 0.0, nan, []
+    for member in members:
+        try:
+            times = member.cpu_times()
+            cpu += times.user + times.system + times.children_user + times.children_system
+            if member is root:
+                own = times.user + times.system
+            rss.append(member.memory_info().rss / 2**20)
+        except psutil.NoSuchProcess:
+            rss.append(0.0)
+    return {"cpu_s": cpu, "children_cpu_s": cpu - own, "rss_mib": rss[0], "children_rss_mib": sum(rss[1:])}
+
+
 @dataclass
 class Service:
     name: str
@@ -110,27 +144,16 @@ class Service:
     log_path: Path
 
     def usage(self) -> dict[str, float]:
-        """CPU seconds of the process and its children (the trainer's export children included, finished ones too);
-        RSS (MiB) of the process itself and, apart, of its live children (an export child comes and goes)."""
-        try:
-            root = psutil.Process(self.process.pid)
-            members = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return {"cpu_s": float("nan"), "rss_mib": float("nan"), "children_rss_mib": float("nan")}
-        cpu, rss = 0.0, []
-        for member in members:
-            try:
-                times = member.cpu_times()
-                cpu += times.user + times.system + times.children_user + times.children_system
-                rss.append(member.memory_info().rss / 2**20)
-            except psutil.NoSuchProcess:
-                rss.append(0.0)
-        return {"cpu_s": cpu, "rss_mib": rss[0], "children_rss_mib": sum(rss[1:])}
+        return process_usage(self.process.pid)
 
 
 @contextmanager
 def broker(bus: str | None, work: Path) -> Iterator[str]:
-    """The bus URL: the one given, or a broker started (and stopped at the end) by scripts/kafka.sh."""
+    """The bus URL: the one given, a fresh embedded bus for ``embedded``, or a broker started (and stopped at the end)
+    by scripts/kafka.sh."""
+    if bus == "embedded":
+        yield f"embedded://soak-{uuid.uuid4().hex[:8]}"
+        return
     if bus is not None:
         yield bus
         return
@@ -159,7 +182,8 @@ def make_clips(work: Path, count: int, seed: int) -> list[Path]:
     return clips
 
 
-def start_services(args: argparse.Namespace, bus: str, work: Path, topics: dict[str, str]) -> list[Service]:
+def service_commands(args: argparse.Namespace, work: Path, topics: dict[str, str]) -> dict[str, list[str]]:
+    """Each service's ``python`` arguments (``-m MODULE ...``, without ``--bus``); renders the clips it loops."""
     clips = make_clips(work, min(args.clips, args.cameras), args.seed)
     cameras = [
         {"camera_id": f"cam-{index}", "url": str(clips[index % len(clips)]), "loop": True, "realtime": True}
@@ -176,8 +200,12 @@ def start_services(args: argparse.Namespace, bus: str, work: Path, topics: dict[
         "serving": ["-m", "serving", "--registry", str(registry), "--port", "0",
                     "--stream-topic", topics["windows"], "--output-topic", topics["scores"]],
     }  # fmt: skip
+    return commands
+
+
+def start_services(args: argparse.Namespace, bus: str, work: Path, topics: dict[str, str]) -> list[Service]:
     services = []
-    for name, argv in commands.items():
+    for name, argv in service_commands(args, work, topics).items():
         log_path = work / f"{name}.log"
         prefix = ["nice", "-n", "10"] if name == "trainer" else []
         process = subprocess.Popen(
@@ -195,68 +223,264 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def check_alive(services: list[Service]) -> None:
-    for service in services:
-        if service.process.poll() is not None:
-            tail = service.log_path.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{service.name} exited {service.process.returncode} during the soak:\n{tail}")
+class Stack(Protocol):
+    """The three services as the phases see them: separate processes (Kafka) or one (the embedded bus)."""
+
+    def check_alive(self) -> None:
+        """Raise, with the log's end, if a process has exited."""
+
+    def serving_alive(self) -> bool: ...
+
+    def usage(self) -> dict[str, dict[str, float]]:
+        """Per process: :func:`process_usage`."""
+
+    def stage_usage(self) -> dict[str, dict[str, Any]]:
+        """Per stage of a process that runs several: CPU seconds, live threads and their nice values; empty where
+        each stage has its own process."""
+
+    def stop_ingest(self) -> int | None:
+        """Stop ingest (it flushes) and wait for it: its exit status."""
+
+    def stop_rest(self) -> dict[str, int | None]:
+        """Stop serving and the trainer and wait for them: every exit status not given yet (None: killed)."""
+
+    def kill(self) -> None:
+        """Kill what still runs (the run's ``finally``)."""
 
 
-def wait_caught_up(
-    services: list[Service], windows: TopicTail, scores: TopicTail, cameras: int, timeout_s: float
-) -> None:
+@dataclass
+class ProcessStack:
+    """One process per service: the real broker."""
+
+    services: list[Service]
+
+    def _named(self, name: str) -> Service:
+        return next(service for service in self.services if service.name == name)
+
+    def check_alive(self) -> None:
+        for service in self.services:
+            if service.process.poll() is not None:
+                tail = service.log_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{service.name} exited {service.process.returncode} during the soak:\n{tail}")
+
+    def serving_alive(self) -> bool:
+        return self._named("serving").process.poll() is None
+
+    def usage(self) -> dict[str, dict[str, float]]:
+        return {service.name: service.usage() for service in self.services}
+
+    def stage_usage(self) -> dict[str, dict[str, Any]]:
+        return {}
+
+    def stop_ingest(self) -> int | None:
+        ingest = self._named("ingest").process
+        ingest.send_signal(signal.SIGTERM)
+        return ingest.wait(STOP_TIMEOUT_S)
+
+    def stop_rest(self) -> dict[str, int | None]:
+        codes: dict[str, int | None] = {}
+        for name in ("serving", "trainer"):
+            self._named(name).process.send_signal(signal.SIGTERM)
+        for name in ("serving", "trainer"):
+            try:
+                codes[name] = self._named(name).process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self._named(name).process.kill()
+                codes[name] = None
+        return codes
+
+    def kill(self) -> None:
+        for service in self.services:
+            if service.process.poll() is None:
+                service.process.kill()
+
+
+@dataclass
+class FileTail:
+    """The rows the embedded stack's tail of ``topic`` writes to ``path`` (JSON lines), read as they come; the same
+    ``rows`` / ``error`` / ``start`` / ``stop`` as :class:`TopicTail`. ``stop`` reads what was written before it."""
+
+    path: Path
+    topic: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"file-{self.topic}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def _run(self) -> None:
+        try:
+            with self.path.open("rb") as stream:
+                pending = b""
+                while True:
+                    chunk = stream.read()
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    self.rows.extend(json.loads(line) for line in lines if line)
+                    if not chunk and self._stop.wait(0.5):
+                        break
+        except BaseException as error:  # reported by the run, as a TopicTail's
+            self.error = error
+
+
+Tail = TopicTail | FileTail
+
+
+@dataclass
+class EmbeddedStack:
+    """The three services in one process on the embedded bus (bench/soak/embedded_stack.py, its signal protocol)."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    events_path: Path
+    ledger: embedded_stack.ThreadLedger
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"the stack exited {self.process.returncode} during the soak:\n{tail}")
+
+    def serving_alive(self) -> bool:
+        return self.process.poll() is None
+
+    def usage(self) -> dict[str, dict[str, float]]:
+        return {"stack": process_usage(self.process.pid)}
+
+    def stage_usage(self) -> dict[str, dict[str, Any]]:
+        live = self.ledger.sample()
+        usage = process_usage(self.process.pid)  # after the threads: its total covers what they used
+        return self.ledger.by_stage(live, usage["cpu_s"] - usage["children_cpu_s"], usage["children_cpu_s"])
+
+    def _event(self, name: str) -> Mapping[str, Any] | None:
+        return next((event for event in embedded_stack.read_events(self.events_path) if event["event"] == name), None)
+
+    def stop_ingest(self) -> int | None:
+        self.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while (event := self._event("ingest_stopped")) is None:
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"ingest did not stop within {STOP_TIMEOUT_S:.0f} s of SIGTERM")
+            time.sleep(0.5)
+        return event["code"]
+
+    def stop_rest(self) -> dict[str, int | None]:
+        self.process.send_signal(signal.SIGTERM)  # the second one: serving and the trainer
+        try:
+            code: int | None = self.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = None
+        self.ledger.stop()
+        stopped = self._event("stopped") or {"codes": {}, "tail_errors": {}}
+        if stopped["tail_errors"]:
+            raise RuntimeError(f"the stack's topic tails failed: {stopped['tail_errors']}")
+        return {"serving": stopped["codes"].get("serving"), "trainer": stopped["codes"].get("trainer"), "stack": code}
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.ledger.stop()
+
+
+def start_embedded(
+    args: argparse.Namespace, bus: str, work: Path, topics: dict[str, str]
+) -> tuple[EmbeddedStack, FileTail, FileTail]:
+    """The stack process, given the soak's command lines and files to write; the tails of those files, started."""
+    files = {kind: work / f"stack-{kind}.jsonl" for kind in ("events", "windows", "scores")}
+    for path in files.values():
+        path.write_text("")
+    windows, scores = FileTail(files["windows"], topics["windows"]), FileTail(files["scores"], topics["scores"])
+    windows.start()
+    scores.start()
+    say(f"rendering clips, starting ingest ({args.cameras} cameras), trainer and serving in one process on {bus}")
+    argv = {name: [*command[2:], "--bus", bus] for name, command in service_commands(args, work, topics).items()}
+    spec = work / "stack.json"
+    spec.write_text(json.dumps({"bus": bus, "topics": topics, "argv": argv,
+                                "files": {kind: str(path) for kind, path in files.items()}}, indent=2))  # fmt: skip
+    log_path = work / "stack.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.soak.embedded_stack", str(spec)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=log_path.open("wb"),
+    )  # fmt: skip
+    ledger = embedded_stack.ThreadLedger(process.pid).start()
+    return EmbeddedStack(process, log_path, files["events"], ledger), windows, scores
+
+
+def start_stack(args: argparse.Namespace, bus: str, work: Path, topics: dict[str, str]) -> tuple[Stack, Tail, Tail]:
+    """The services on ``bus`` and the tails of the two topics, started (the tails first)."""
+    if bus.startswith("embedded://"):
+        return start_embedded(args, bus, work, topics)
+    windows = TopicTail(bus, topics["windows"], window_row)
+    scores = TopicTail(bus, topics["scores"], result_row)
+    windows.start()
+    scores.start()
+    say(f"rendering clips, starting ingest ({args.cameras} cameras), trainer and serving on {bus}")
+    return ProcessStack(start_services(args, bus, work, topics)), windows, scores
+
+
+def wait_caught_up(stack: Stack, windows: Tail, scores: Tail, cameras: int, timeout_s: float) -> None:
     """Until serving has a model and has caught up with the windows that queued while the first one was trained."""
     deadline = time.monotonic() + timeout_s
     while not scores.rows or len(windows.rows) - len(scores.rows) > 2 * cameras:
-        check_alive(services)
+        stack.check_alive()
         if time.monotonic() > deadline:
             state = "is behind" if scores.rows else "has no model yet (nothing promoted?)"
             raise RuntimeError(f"serving {state} after {timeout_s:.0f} s: {len(scores.rows)} of {len(windows.rows)}")
         time.sleep(1.0)
 
 
-def steady_state(args: argparse.Namespace, services: list[Service], windows: TopicTail, scores: TopicTail) -> dict:
+def steady_state(args: argparse.Namespace, stack: Stack, windows: Tail, scores: Tail) -> dict:
     start = time.time()
-    usage_start = {service.name: service.usage() for service in services}
+    usage_start, stages_start = stack.usage(), stack.stage_usage()
     backlog: list[tuple[float, int]] = []
     end = start + args.minutes * 60
     next_report = start + 30
     while time.time() < end:
-        check_alive(services)
+        stack.check_alive()
         backlog.append((time.time() - start, len(windows.rows) - len(scores.rows)))
         if time.time() >= next_report:
             say(f"{time.time() - start:.0f} s: {len(windows.rows)} windows produced, {len(scores.rows)} scored")
             next_report += 30
         time.sleep(SAMPLE_EVERY_S)
-    usage_end = {service.name: service.usage() for service in services}
-    return {"start": start, "end": time.time(), "usage_start": usage_start, "usage_end": usage_end, "backlog": backlog}
+    usage_end, stages_end = stack.usage(), stack.stage_usage()
+    return {"start": start, "end": time.time(), "usage_start": usage_start, "usage_end": usage_end, "backlog": backlog,
+            "stages_start": stages_start, "stages_end": stages_end}  # fmt: skip
 
 
-def drain(services: list[Service], windows: TopicTail, scores: TopicTail) -> dict[str, int | None]:
+def drain(stack: Stack, windows: Tail, scores: Tail) -> dict[str, int | None]:
     """Stop ingest, let serving score what is left, then stop serving and the trainer; their exit codes."""
-    by_name = {service.name: service for service in services}
-    codes: dict[str, int | None] = {}
-    by_name["ingest"].process.send_signal(signal.SIGTERM)
-    codes["ingest"] = by_name["ingest"].process.wait(STOP_TIMEOUT_S)
+    codes: dict[str, int | None] = {"ingest": stack.stop_ingest()}
     time.sleep(3.0)  # the window tail catches the last acknowledged windows
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     while {row["window_id"] for row in windows.rows} - {row["window_id"] for row in scores.rows}:
-        if time.monotonic() > deadline or by_name["serving"].process.poll() is not None:
+        if time.monotonic() > deadline or not stack.serving_alive():
             break
         time.sleep(1.0)
     time.sleep(2.0)  # a duplicate would arrive now
-    for name in ("serving", "trainer"):
-        by_name[name].process.send_signal(signal.SIGTERM)
-    for name in ("serving", "trainer"):
-        try:
-            codes[name] = by_name[name].process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            by_name[name].process.kill()
-            codes[name] = None
+    codes.update(stack.stop_rest())
     return codes
 
 
-def summarise(args: argparse.Namespace, steady: dict, windows: TopicTail, scores: TopicTail, codes: dict) -> dict:
+def stage_rows(args: argparse.Namespace, steady: dict, codes: dict, seconds: float) -> dict[str, dict[str, Any]]:
+    """Cores per stage of a process that runs several (the embedded stack); its threads and their nice values at
+    the end."""
+    rows = {}
+    for stage, after in steady["stages_end"].items():
+        cpu = after["cpu_s"] - steady["stages_start"].get(stage, {"cpu_s": 0.0})["cpu_s"]
+        rows[stage] = {"cores": round(cpu / seconds, 3), "cores_per_camera": round(cpu / seconds / args.cameras, 4),
+                       "threads": after["threads"], "nice": after["nice"], "exit_code": codes.get(stage)}  # fmt: skip
+    return rows
+
+
+def summarise(args: argparse.Namespace, steady: dict, windows: Tail, scores: Tail, codes: dict) -> dict:
     start, end = steady["start"], steady["end"]
     seconds = end - start
     produced = Counter(row["window_id"] for row in windows.rows)
@@ -284,6 +508,7 @@ def summarise(args: argparse.Namespace, steady: dict, windows: TopicTail, scores
         "lost": len(set(produced) - set(scored)),
         "unexpected": len(set(scored) - set(produced)),
     }
+    stages = {"stages": stage_rows(args, steady, codes, seconds)} if steady["stages_end"] else {}
     return {
         "cameras": args.cameras,
         "steady_seconds": round(seconds, 1),
@@ -296,6 +521,7 @@ def summarise(args: argparse.Namespace, steady: dict, windows: TopicTail, scores
                             "last_third_mean": round(statistics.fmean(b for _, b in backlog[-third:]), 1),
                             "max": max(b for _, b in backlog)},
         "processes": processes,
+        **stages,
         "ledger": ledger,
     }  # fmt: skip
 
@@ -316,6 +542,12 @@ def report(summary: dict) -> str:
             f"{row['children_rss_end_mib']:>10.1f}            {row['cores']:.2f}   {row['cores_per_camera']:.3f}"
             f"        {row['exit_code']}"
         )
+    if "stages" in summary:
+        lines.append("  stage    cores  cores/camera  threads  nice   exit   (the one process's CPU split by thread)")
+        for name, row in summary["stages"].items():
+            nice = ",".join(str(value) for value in row["nice"]) or "-"
+            lines.append(f"  {name:<8} {row['cores']:.2f}   {row['cores_per_camera']:.3f}         {row['threads']:>7}  "
+                         f"{nice:<6} {'' if row['exit_code'] is None else row['exit_code']}")  # fmt: skip
     lines.append("  ledger: " + ", ".join(f"{key} {value}" for key, value in summary["ledger"].items()))
     return "\n".join(lines)
 
@@ -328,22 +560,15 @@ def run(args: argparse.Namespace) -> dict:
         run_id = uuid.uuid4().hex[:8]
         topics = {"windows": f"soak.{run_id}", "scores": f"soak.scores.{run_id}"}
         with broker(args.bus, work) as bus:
-            windows = TopicTail(bus, topics["windows"], window_row)
-            scores = TopicTail(bus, topics["scores"], result_row)
-            windows.start()
-            scores.start()
-            say(f"rendering clips, starting ingest ({args.cameras} cameras), trainer and serving on {bus}")
-            services = start_services(args, bus, work, topics)
+            stack, windows, scores = start_stack(args, bus, work, topics)
             try:
-                wait_caught_up(services, windows, scores, args.cameras, args.startup_timeout)
+                wait_caught_up(stack, windows, scores, args.cameras, args.startup_timeout)
                 say(f"serving caught up with the start-up backlog: steady state for {args.minutes} min")
-                steady = steady_state(args, services, windows, scores)
+                steady = steady_state(args, stack, windows, scores)
                 say("draining: ingest stopped, serving scores what is left")
-                codes = drain(services, windows, scores)
+                codes = drain(stack, windows, scores)
             finally:
-                for service in services:
-                    if service.process.poll() is None:
-                        service.process.kill()
+                stack.kill()
                 windows.stop()
                 scores.stop()
             for tail in (windows, scores):
@@ -358,7 +583,10 @@ def main_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cameras", type=int, default=8)
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the steady state")
-    parser.add_argument("--bus", default=None, help="kafka://HOST:PORT (default: start a broker for the run)")
+    parser.add_argument(
+        "--bus", default=None, help="kafka://HOST:PORT (default: start a broker for the run), or embedded "
+        "(embedded://NAME): the three services in one process on the embedded bus",
+    )  # fmt: skip
     parser.add_argument("--clips", type=int, default=2, help="distinct synthetic clips the cameras loop")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--export-every", type=int, default=25, help="trainer steps between exports")

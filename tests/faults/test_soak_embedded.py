@@ -1,0 +1,43 @@
+"""The soak benchmark's short version on the embedded bus: 8 cameras through ingest, the trainer and serving in one
+process; nothing lost.
+
+bench/soak/run.py ``--bus embedded`` runs the three services in one process (bench/soak/embedded_stack.py) and exits
+1 when a window is lost or a service exits non-zero; this test runs it as a user would and checks its JSON summary
+too: the ledger, every exit status, and that the trainer's threads run at a higher nice value than the rest. Timing
+numbers are printed, not asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(540)
+def test_short_embedded_soak_loses_no_window(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    result = subprocess.run(
+        [sys.executable, "bench/soak/run.py", "--cameras", "8", "--minutes", "0.5", "--export-every", "5",
+         "--bus", "embedded", "--work", str(tmp_path / "work"), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=500, check=False,
+    )  # fmt: skip
+    print(result.stdout)
+    assert result.returncode == 0, f"soak failed (exit {result.returncode}):\n{result.stderr[-4000:]}"
+    summary = json.loads(out.read_text())
+    ledger = summary["ledger"]
+    assert ledger["produced"] >= 8 * 10, f"8 cameras for 30 s+ produced only {ledger['produced']} windows"
+    assert ledger["lost"] == 0, ledger
+    assert ledger["unexpected"] == 0, ledger
+    assert summary["latency_s"]["windows"] > 0, "no window captured in the steady state was scored"
+    assert list(summary["processes"]) == ["stack"], summary["processes"]
+    assert summary["processes"]["stack"]["exit_code"] == 0, summary["processes"]
+    stages = summary["stages"]
+    assert all(stages[name]["exit_code"] == 0 for name in ("ingest", "trainer", "serving")), stages
+    assert min(stages["trainer"]["nice"]) > max(stages["ingest"]["nice"] + stages["serving"]["nice"]), stages
