@@ -296,7 +296,9 @@ class ServingApi:
 
     async def score(self, name: str, request: Request) -> Response:
         model, window, outputs = await self._run_window(request, name)
-        return json_response(score_window(model, window, outputs, self.ctx.normaliser, self.ctx.metrics))
+        # The scene memory costs milliseconds of CPU per window: off the event loop, which serves every request.
+        result = await run_in_threadpool(score_window, model, window, outputs, self.ctx.normaliser, self.ctx.metrics)
+        return json_response(result)
 
     async def _run_window(self, request: Request, name: str) -> tuple[LoadedModel, Window, WindowOutputs]:
         with self.ctx.slot.acquire(name) as model:

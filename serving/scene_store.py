@@ -40,22 +40,26 @@ class SceneMemories:
     def __init__(self, max_cameras: int, capacity: int = 1000, neighbours: int = 5, gap: int = 40) -> None:
         self.max_cameras = max_cameras
         self.capacity, self.neighbours, self.gap = capacity, neighbours, gap
-        self._cameras: OrderedDict[str, SceneMemory] = OrderedDict()
+        # Each camera has its own lock, so windows of different cameras are scored at the same time (a window costs
+        # milliseconds of numpy and OpenCV, which release the GIL); the outer lock only guards the LRU order.
+        self._cameras: OrderedDict[str, tuple[SceneMemory, threading.Lock]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _memory(self, camera_id: str) -> SceneMemory:
-        memory = self._cameras.get(camera_id)
-        if memory is None:
-            memory = SceneMemory(self.capacity, self.neighbours, self.gap)
-        self._cameras[camera_id] = memory
+    def _memory(self, camera_id: str) -> tuple[SceneMemory, threading.Lock]:
+        entry = self._cameras.get(camera_id)
+        if entry is None:
+            entry = (SceneMemory(self.capacity, self.neighbours, self.gap), threading.Lock())
+        self._cameras[camera_id] = entry
         self._cameras.move_to_end(camera_id)
         while len(self._cameras) > self.max_cameras:
             self._cameras.popitem(last=False)
-        return memory
+        return entry
 
     def observe(self, camera_id: str, frames: npt.NDArray[np.uint8], pts_s: float) -> SceneScore:
         with self._lock:
-            return self._memory(camera_id).observe(frames, pts_s)
+            memory, lock = self._memory(camera_id)
+        with lock:
+            return memory.observe(frames, pts_s)
 
     def __len__(self) -> int:
         with self._lock:
@@ -65,7 +69,11 @@ class SceneMemories:
         """Write every camera's memory under ``directory``; returns how many were written."""
         directory.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            states = {camera: memory.state() for camera, memory in self._cameras.items()}
+            entries = list(self._cameras.items())
+        states = {}
+        for camera, (memory, lock) in entries:
+            with lock:
+                states[camera] = memory.state()
         for camera, state in states.items():
             buffer = io.BytesIO()
             arrays: dict[str, npt.NDArray[Any]] = {"camera": np.array(camera), "layout": np.array(LAYOUT), **state}
@@ -90,10 +98,10 @@ class SceneMemories:
             except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
                 log.warning("scene memory %s is unreadable (%s): that camera warms up again", path, error)
                 continue
+            memory = SceneMemory(self.capacity, self.neighbours, self.gap)
+            memory.restore(state)
             with self._lock:
-                memory = SceneMemory(self.capacity, self.neighbours, self.gap)
-                memory.restore(state)
-                self._cameras[camera] = memory
+                self._cameras[camera] = (memory, threading.Lock())
             loaded += 1
         return loaded
 

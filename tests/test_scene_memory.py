@@ -6,6 +6,7 @@ not), and a saved memory comes back the same (or is skipped, never a crash)."""
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,30 @@ def test_a_cell_box_is_in_the_windows_own_pixels() -> None:
     assert cell_box(0, 0, 64, 64) == [0, 0, 8, 8]
     # a 16:9 frame: the analysis crop is its centred square, 180 × 180 from x = 70
     assert cell_box(GRID - 1, GRID - 1, 180, 320) == [70 + 7 * 180 // 8, 7 * 180 // 8, 250, 180]
+
+
+def test_one_camera_being_scored_does_not_hold_up_another() -> None:
+    memories = SceneMemories(max_cameras=4, capacity=20, neighbours=1, gap=1)
+    memories.observe("slow", window([]), 0.0)
+    memories.observe("other", window([]), 0.0)
+    entered, release = threading.Event(), threading.Event()
+    slow_memory = memories._memory("slow")[0]
+    original = slow_memory.observe
+
+    def blocking(frames: np.ndarray, pts_s: float) -> object:
+        entered.set()
+        release.wait(10)
+        return original(frames, pts_s)
+
+    slow_memory.observe = blocking  # type: ignore[method-assign]
+    worker = threading.Thread(target=memories.observe, args=("slow", window([]), 0.8))
+    worker.start()
+    try:
+        assert entered.wait(10), "the slow camera started scoring"
+        other = threading.Thread(target=memories.observe, args=("other", window([]), 0.8))
+        other.start()
+        other.join(5)
+        assert not other.is_alive(), "another camera waited for the slow one's lock"
+    finally:
+        release.set()
+        worker.join(10)
