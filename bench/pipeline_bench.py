@@ -1,13 +1,16 @@
 """How many cameras does the whole pipeline carry on this machine? The soak harness at growing camera counts.
 
     python bench/pipeline_bench.py [--cameras 4,8,12,16] [--minutes 2] [--bus kafka://HOST:PORT | --bus embedded]
-        [--out FILE]
+        [--no-replay-full] [--out FILE]
 
 Each step is one run of bench/soak/run.py (real broker, ``streamssl-ingest`` with N looping synthetic cameras in real
 time at the default 10 fps, ``streamssl-train`` beside it at low priority, ``streamssl-serve`` in stream mode) for
 ``--minutes`` of steady state. ``--bus embedded``: the same services with the same arguments in one process on the
 embedded bus (a fresh one per step); the cores columns are then that process's CPU split by thread (its harness —
-the soak's topic tails — and threads no stage started apart), the RSS column the one process's.
+the soak's topic tails — and threads no stage started apart), the RSS column the one process's. As the soak does by
+default, each step's steady state starts once the trainer's replay buffer is full (a few minutes of start-up per
+step, longer at few cameras: the buffer fills with the windows they produce); ``--no-replay-full`` skips that wait
+(the RSS column then includes the buffer filling).
 
 A camera count *holds* when serving keeps up with capture (scored/produced ≥ 0.98 in the steady state), the backlog
 does not grow (its mean over the last third of the steady state is at most one window per camera above the first
@@ -76,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         "--bus", default=None, help="kafka://HOST:PORT (default: a broker started per step), or embedded: the services "
         "in one process on the embedded bus",
     )  # fmt: skip
+    parser.add_argument(
+        "--replay-full", action=argparse.BooleanOptionalAction, default=True,
+        help="each step's start-up waits for the trainer's replay buffer to be full (the soak's --replay-full)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="write every step's summary as JSON here")
     args = parser.parse_args(argv)
     summaries = []
@@ -87,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     for cameras in (int(count) for count in args.cameras.split(",")):
         print(f"pipeline_bench: {cameras} cameras", file=sys.stderr, flush=True)
         step = soak.main_args(["--cameras", str(cameras), "--minutes", str(args.minutes)]
-                              + (["--bus", args.bus] if args.bus else []))  # fmt: skip
+                              + (["--bus", args.bus] if args.bus else [])
+                              + ([] if args.replay_full else ["--no-replay-full"]))  # fmt: skip
         summaries.append(soak.run(step))
         print(row(summaries[-1]), file=sys.stderr, flush=True)
     print(header)

@@ -8,7 +8,9 @@ gives ``streamssl-ingest``, ``streamssl-train`` and ``streamssl-serve``) and the
 is built as its CLI builds it: the CLI's own parser and flag-to-settings code (``build_parser``, ``_camera`` /
 ``_overrides``, ``load_settings``), the same service object on its own ``open_bus``, the same exit status, through
 the same ``run_command``. What differs: each service runs on its own root thread (a CLI's action installs signal
-handlers and blocks its main thread), and no metrics port is served (off by default, and the soak sets none).
+handlers and blocks its main thread). The trainer serves its metrics on ``--metrics-port`` as its CLI does (the soak
+gives it a free port and reads its replay buffer there); each service has its own metrics registry, so three in one
+process do not clash. Ingest and serving serve none (off by default, and the soak sets no port for them).
 
 The trainer's root thread gets its nice value raised by 10, as ``nice -n 10`` does to the trainer's process
 (``os.setpriority`` on its native thread id) before it starts anything: every thread it starts — window source,
@@ -136,6 +138,7 @@ def trainer_action(argv: list[str], stopper: Stopper) -> Callable[[], int]:
     from ingest.registry import RegistryError
     from ingest.runtime.commands import start_logging
     from ingest.runtime.settings import load_settings
+    from ingest.runtime.telemetry_server import TelemetryServer
     from trainer.__main__ import _overrides, build_parser
     from trainer.checkpoint import CheckpointError
     from trainer.config import TrainerSettings
@@ -149,11 +152,19 @@ def trainer_action(argv: list[str], stopper: Stopper) -> Callable[[], int]:
         with open_bus(settings.bus, settings.kafka) as bus:
             trainer = Trainer(settings, bus)
             stopper.on_stop(trainer.request_stop)
+            # As the CLI: on its own registry (one per Trainer), from a thread of the trainer's stage.
+            telemetry = None
+            if settings.metrics_port:
+                telemetry = TelemetryServer(settings.metrics_port, trainer.metrics.registry, trainer.ready).start()
+                log.info("trainer metrics on :%d/metrics", telemetry.port)
             try:
                 result = trainer.run()
             except (CheckpointError, RegistryError) as error:
                 print(f"streamssl-train: error: {error}", file=sys.stderr)
                 return 1
+            finally:
+                if telemetry is not None:
+                    telemetry.stop()
         log.info("trainer stopped at step %d; exported version %s", result.step, result.exported_version or "none")
         if result.export_error is not None:
             print(f"streamssl-train: error: the export at the end of the run failed ({result.export_error})",

@@ -12,7 +12,12 @@ trainer's threads at nice +10, the two topic tails inside it too. Both variants 
 below. The run has three phases:
 
 1. start-up: until serving has a model (the trainer's first export was promoted) and has scored the windows that
-   queued meanwhile;
+   queued meanwhile, and (``--replay-full``, the default) until the trainer's bounded replay buffer is full: its fill
+   ratio, scraped from the trainer's metrics endpoint (``--metrics-port``, a free port the soak picks), is at least
+   0.99. A buffer filling up to its bound is start-up, not a leak: the steady state starts once it is full, so the
+   trainer's RSS over the steady state is what it is with the buffer at its bound (the summary's ``trainer_replay``:
+   the buffer at the steady state's start and end). ``--trainer-replay-windows N`` bounds it at N windows (the
+   trainer's ``data.replay_windows``, through a ``--config`` file) for a short run;
 2. steady state, ``--minutes`` long: windows/s produced and scored, backlog (produced − scored) over time, capture →
    score latency of each window captured in it (from the last frame's capture time to the result's broker
    timestamp), CPU seconds and RSS of each process (with its children) at the start and the end;
@@ -35,12 +40,14 @@ import argparse
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -51,6 +58,7 @@ from typing import Any, Protocol
 
 import psutil
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -58,12 +66,22 @@ sys.path.insert(0, str(REPO))
 from bench.soak import embedded_stack  # noqa: E402
 from ingest.bus import open_bus  # noqa: E402
 from ingest.contract.messages import header_from_record  # noqa: E402
+from trainer.config import DataConfig  # noqa: E402
 
 CLIP_SECONDS = 20.0  # each clip loops: long enough that a loop's discontinuity is rare, short enough to render fast
 CLIP_SIZE = (320, 180)  # a substream-sized camera; ingest cuts its default 128×128 windows from it
 DRAIN_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 120.0
 SAMPLE_EVERY_S = 5.0
+FIRST_MODEL_TIMEOUT_S = 600.0  # start-up without the replay wait: the first model, its promotion, serving's catch-up
+WINDOWS_PER_CAMERA_S = 1.25  # ingest's default 8-frame windows, stride 8, at the synthetic clips' 10 fps
+# The slowest rate the default timeout allows the trainer's replay buffer to fill at. Measured (8 cameras, Kafka, 2
+# shared cores): ~6 windows/s (4-8 per 30 s interval), the default 64 MiB bound reached at ~1,700 windows 280 s in.
+REPLAY_FILL_FLOOR_PER_S = 2.0
+PROGRESS_EVERY_S = 30.0
+REPLAY_FULL = 0.99  # the trainer's replay fill ratio at which start-up may end
+REPLAY_GAUGES = {"windows": "streamssl_trainer_replay_windows", "bytes": "streamssl_trainer_replay_bytes",
+                 "fill": "streamssl_trainer_replay_fill_ratio"}  # fmt: skip
 
 
 def say(message: str) -> None:
@@ -182,8 +200,27 @@ def make_clips(work: Path, count: int, seed: int) -> list[Path]:
     return clips
 
 
-def service_commands(args: argparse.Namespace, work: Path, topics: dict[str, str]) -> dict[str, list[str]]:
-    """Each service's ``python`` arguments (``-m MODULE ...``, without ``--bus``); renders the clips it loops."""
+def free_port() -> int:
+    """A TCP port free now (the trainer binds it a few seconds later)."""
+    with socket.socket() as probe:
+        probe.bind(("0.0.0.0", 0))  # where the trainer's telemetry server binds
+        return int(probe.getsockname()[1])
+
+
+def trainer_config(args: argparse.Namespace, work: Path) -> list[str]:
+    """``--config FILE`` for the trainer's replay bound (``--trainer-replay-windows``; none: its own default)."""
+    if args.trainer_replay_windows is None:
+        return []
+    config = work / "trainer.yaml"
+    config.write_text(yaml.safe_dump({"data": {"replay_windows": args.trainer_replay_windows}}))
+    return ["--config", str(config)]
+
+
+def service_commands(
+    args: argparse.Namespace, work: Path, topics: dict[str, str], metrics_port: int
+) -> dict[str, list[str]]:
+    """Each service's ``python`` arguments (``-m MODULE ...``, without ``--bus``); renders the clips it loops. The
+    trainer serves its metrics on ``metrics_port`` (the soak reads its replay buffer there)."""
     clips = make_clips(work, min(args.clips, args.cameras), args.seed)
     cameras = [
         {"camera_id": f"cam-{index}", "url": str(clips[index % len(clips)]), "loop": True, "realtime": True}
@@ -196,16 +233,19 @@ def service_commands(args: argparse.Namespace, work: Path, topics: dict[str, str
         "ingest": ["-m", "ingest", "--config", str(config), "--topic", topics["windows"]],
         # The trainer yields the CPU to the real-time path, as its deployment does (nice, one torch thread).
         "trainer": ["-m", "trainer", "--registry", str(registry), "--checkpoint-dir", str(checkpoints),
-                    "--threads", "1", "--export-every", str(args.export_every), "--topic", topics["windows"]],
+                    "--threads", "1", "--export-every", str(args.export_every), "--topic", topics["windows"],
+                    "--metrics-port", str(metrics_port), *trainer_config(args, work)],
         "serving": ["-m", "serving", "--registry", str(registry), "--port", "0",
                     "--stream-topic", topics["windows"], "--output-topic", topics["scores"]],
     }  # fmt: skip
     return commands
 
 
-def start_services(args: argparse.Namespace, bus: str, work: Path, topics: dict[str, str]) -> list[Service]:
+def start_services(
+    args: argparse.Namespace, bus: str, work: Path, topics: dict[str, str], metrics_port: int
+) -> list[Service]:
     services = []
-    for name, argv in service_commands(args, work, topics).items():
+    for name, argv in service_commands(args, work, topics, metrics_port).items():
         log_path = work / f"{name}.log"
         prefix = ["nice", "-n", "10"] if name == "trainer" else []
         process = subprocess.Popen(
@@ -391,7 +431,7 @@ class EmbeddedStack:
 
 
 def start_embedded(
-    args: argparse.Namespace, bus: str, work: Path, topics: dict[str, str]
+    args: argparse.Namespace, bus: str, work: Path, topics: dict[str, str], metrics_port: int
 ) -> tuple[EmbeddedStack, FileTail, FileTail]:
     """The stack process, given the soak's command lines and files to write; the tails of those files, started."""
     files = {kind: work / f"stack-{kind}.jsonl" for kind in ("events", "windows", "scores")}
@@ -401,7 +441,8 @@ def start_embedded(
     windows.start()
     scores.start()
     say(f"rendering clips, starting ingest ({args.cameras} cameras), trainer and serving in one process on {bus}")
-    argv = {name: [*command[2:], "--bus", bus] for name, command in service_commands(args, work, topics).items()}
+    commands = service_commands(args, work, topics, metrics_port)
+    argv = {name: [*command[2:], "--bus", bus] for name, command in commands.items()}
     spec = work / "stack.json"
     spec.write_text(json.dumps({"bus": bus, "topics": topics, "argv": argv,
                                 "files": {kind: str(path) for kind, path in files.items()}}, indent=2))  # fmt: skip
@@ -414,32 +455,94 @@ def start_embedded(
     return EmbeddedStack(process, log_path, files["events"], ledger), windows, scores
 
 
-def start_stack(args: argparse.Namespace, bus: str, work: Path, topics: dict[str, str]) -> tuple[Stack, Tail, Tail]:
-    """The services on ``bus`` and the tails of the two topics, started (the tails first)."""
+def start_stack(
+    args: argparse.Namespace, bus: str, work: Path, topics: dict[str, str], metrics_port: int
+) -> tuple[Stack, Tail, Tail]:
+    """The services on ``bus`` and the tails of the two topics, started (the tails first); the trainer serves its
+    metrics on ``metrics_port``."""
     if bus.startswith("embedded://"):
-        return start_embedded(args, bus, work, topics)
+        return start_embedded(args, bus, work, topics, metrics_port)
     windows = TopicTail(bus, topics["windows"], window_row)
     scores = TopicTail(bus, topics["scores"], result_row)
     windows.start()
     scores.start()
     say(f"rendering clips, starting ingest ({args.cameras} cameras), trainer and serving on {bus}")
-    return ProcessStack(start_services(args, bus, work, topics)), windows, scores
+    return ProcessStack(start_services(args, bus, work, topics, metrics_port)), windows, scores
 
 
-def wait_caught_up(stack: Stack, windows: Tail, scores: Tail, cameras: int, timeout_s: float) -> None:
-    """Until serving has a model and has caught up with the windows that queued while the first one was trained."""
-    deadline = time.monotonic() + timeout_s
-    while not scores.rows or len(windows.rows) - len(scores.rows) > 2 * cameras:
+def trainer_replay(metrics_port: int) -> dict[str, float] | None:
+    """The trainer's replay gauges (``windows``, ``bytes``, ``fill``: see trainer/metrics.py) from its metrics
+    endpoint; None while it does not answer (it serves once the trainer is built)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    families = text_string_to_metric_families(text)
+    samples = {sample.name: sample.value for family in families for sample in family.samples}
+    return {key: samples[name] for key, name in REPLAY_GAUGES.items()}
+
+
+def replay_limit(args: argparse.Namespace) -> int:
+    """The trainer's replay bound by count: ``--trainer-replay-windows``, else the trainer's own default."""
+    return args.trainer_replay_windows if args.trainer_replay_windows is not None else DataConfig().replay_windows
+
+
+def replay_text(replay: dict[str, float] | None, limit: int) -> str:
+    if replay is None:
+        return "replay buffer: the trainer's metrics do not answer yet"
+    return f"replay buffer {replay['windows']:,.0f} / {limit:,} windows, {replay['bytes'] / 2**20:.0f} MiB"
+
+
+def startup_timeout(args: argparse.Namespace) -> float:
+    """``--startup-timeout``, else long enough for the first model and, with ``--replay-full``, for the replay buffer
+    to fill at a pessimistic rate: the trainer offers the buffer the fresh windows it trains on, at most what the
+    cameras produce (less the held-out share) and, on a busy machine, fewer (:data:`REPLAY_FILL_FLOOR_PER_S`)."""
+    if args.startup_timeout is not None:
+        return args.startup_timeout
+    if not args.replay_full:
+        return FIRST_MODEL_TIMEOUT_S
+    produced = args.cameras * WINDOWS_PER_CAMERA_S * (1 - 1 / DataConfig().holdout_every)
+    return FIRST_MODEL_TIMEOUT_S + replay_limit(args) / min(produced, REPLAY_FILL_FLOOR_PER_S)
+
+
+def startup_failure(windows: Tail, scores: Tail, replay: dict[str, float] | None, limit: int, timeout_s: float) -> str:
+    if not scores.rows:
+        return f"serving has no model yet (nothing promoted?) after {timeout_s:.0f} s: {len(windows.rows)} windows"
+    if replay is None or replay["fill"] < REPLAY_FULL:
+        return f"the trainer's replay buffer is not full after {timeout_s:.0f} s: {replay_text(replay, limit)}"
+    return f"serving is behind after {timeout_s:.0f} s: {len(scores.rows)} of {len(windows.rows)}"
+
+
+def wait_caught_up(stack: Stack, windows: Tail, scores: Tail, args: argparse.Namespace, metrics_port: int) -> None:
+    """Until serving has a model and has caught up with the windows that queued while the first one was trained and,
+    with ``--replay-full``, the trainer's replay buffer is full (its bound reached: start-up, not growth)."""
+    began, timeout_s, limit = time.monotonic(), startup_timeout(args), replay_limit(args)
+    next_report, caught_up_once = began + PROGRESS_EVERY_S, False
+    while True:
         stack.check_alive()
-        if time.monotonic() > deadline:
-            state = "is behind" if scores.rows else "has no model yet (nothing promoted?)"
-            raise RuntimeError(f"serving {state} after {timeout_s:.0f} s: {len(scores.rows)} of {len(windows.rows)}")
+        caught_up = bool(scores.rows) and len(windows.rows) - len(scores.rows) <= 2 * args.cameras
+        replay = trainer_replay(metrics_port) if args.replay_full else None
+        full = not args.replay_full or (replay is not None and replay["fill"] >= REPLAY_FULL)
+        if caught_up and full:
+            return
+        now = time.monotonic()
+        if caught_up and not caught_up_once:  # what the replay wait adds to start-up
+            say(f"serving caught up after {now - began:.0f} s; waiting for the {replay_text(replay, limit)}")
+            caught_up_once = True
+        if now - began > timeout_s:
+            raise RuntimeError(startup_failure(windows, scores, replay, limit, timeout_s))
+        if args.replay_full and now >= next_report:
+            say(f"start-up {now - began:.0f} s: {replay_text(replay, limit)}; {len(scores.rows)} of "
+                f"{len(windows.rows)} windows scored")  # fmt: skip
+            next_report += PROGRESS_EVERY_S
         time.sleep(1.0)
 
 
-def steady_state(args: argparse.Namespace, stack: Stack, windows: Tail, scores: Tail) -> dict:
+def steady_state(args: argparse.Namespace, stack: Stack, windows: Tail, scores: Tail, metrics_port: int) -> dict:
     start = time.time()
     usage_start, stages_start = stack.usage(), stack.stage_usage()
+    replay_start = trainer_replay(metrics_port)
     backlog: list[tuple[float, int]] = []
     end = start + args.minutes * 60
     next_report = start + 30
@@ -451,8 +554,10 @@ def steady_state(args: argparse.Namespace, stack: Stack, windows: Tail, scores: 
             next_report += 30
         time.sleep(SAMPLE_EVERY_S)
     usage_end, stages_end = stack.usage(), stack.stage_usage()
+    replay_end = trainer_replay(metrics_port)
     return {"start": start, "end": time.time(), "usage_start": usage_start, "usage_end": usage_end, "backlog": backlog,
-            "stages_start": stages_start, "stages_end": stages_end}  # fmt: skip
+            "stages_start": stages_start, "stages_end": stages_end, "replay_start": replay_start,
+            "replay_end": replay_end}  # fmt: skip
 
 
 def drain(stack: Stack, windows: Tail, scores: Tail) -> dict[str, int | None]:
@@ -478,6 +583,16 @@ def stage_rows(args: argparse.Namespace, steady: dict, codes: dict, seconds: flo
         rows[stage] = {"cores": round(cpu / seconds, 3), "cores_per_camera": round(cpu / seconds / args.cameras, 4),
                        "threads": after["threads"], "nice": after["nice"], "exit_code": codes.get(stage)}  # fmt: skip
     return rows
+
+
+def replay_row(start: dict[str, float] | None, end: dict[str, float] | None) -> dict[str, float | None]:
+    """The trainer's replay buffer at the steady state's start and end (None: its metrics did not answer)."""
+    row: dict[str, float | None] = {}
+    for when, replay in (("start", start), ("end", end)):
+        row[f"windows_{when}"] = None if replay is None else int(replay["windows"])
+        row[f"bytes_{when}_mib"] = None if replay is None else round(replay["bytes"] / 2**20, 1)
+        row[f"fill_{when}"] = None if replay is None else round(replay["fill"], 3)
+    return row
 
 
 def summarise(args: argparse.Namespace, steady: dict, windows: Tail, scores: Tail, codes: dict) -> dict:
@@ -511,6 +626,7 @@ def summarise(args: argparse.Namespace, steady: dict, windows: Tail, scores: Tai
     stages = {"stages": stage_rows(args, steady, codes, seconds)} if steady["stages_end"] else {}
     return {
         "cameras": args.cameras,
+        "replay_full": args.replay_full,  # the steady state started with the trainer's replay buffer full
         "steady_seconds": round(seconds, 1),
         "windows_per_s_produced": round(sum(start <= row["t"] < end for row in windows.rows) / seconds, 2),
         "windows_per_s_scored": round(sum(start <= row["t"] < end for row in scores.rows) / seconds, 2),
@@ -522,14 +638,25 @@ def summarise(args: argparse.Namespace, steady: dict, windows: Tail, scores: Tai
                             "max": max(b for _, b in backlog)},
         "processes": processes,
         **stages,
+        "trainer_replay": replay_row(steady["replay_start"], steady["replay_end"]),
         "ledger": ledger,
     }  # fmt: skip
+
+
+def replay_report(row: dict[str, float | None]) -> str:
+    def pair(name: str, unit: str, spec: str) -> str:
+        values = (row[f"{name}_{when}{unit}"] for when in ("start", "end"))
+        return " → ".join("n/a" if value is None else format(value, spec) for value in values)
+
+    return (f"  trainer replay buffer, steady state start → end: {pair('windows', '', ',')} windows, "
+            f"{pair('bytes', '_mib', '.1f')} MiB, fill ratio {pair('fill', '', '.3f')}")  # fmt: skip
 
 
 def report(summary: dict) -> str:
     lines = [
         f"soak: {summary['cameras']} cameras, {summary['steady_seconds']:.0f} s steady state "
-        f"(after {summary['startup_seconds']:.0f} s of start-up: clips, first model, backlog)",
+        f"(after {summary['startup_seconds']:.0f} s of start-up: clips, first model, backlog"
+        f"{', full replay buffer' if summary['replay_full'] else ''})",
         f"  windows/s produced {summary['windows_per_s_produced']}, scored {summary['windows_per_s_scored']}",
         "  capture → score latency p50 {p50} s, p99 {p99} s over {windows} windows".format(**summary["latency_s"]),
         "  backlog (windows produced − scored): first third {first_third_mean}, last third {last_third_mean}, "
@@ -548,6 +675,7 @@ def report(summary: dict) -> str:
             nice = ",".join(str(value) for value in row["nice"]) or "-"
             lines.append(f"  {name:<8} {row['cores']:.2f}   {row['cores_per_camera']:.3f}         {row['threads']:>7}  "
                          f"{nice:<6} {'' if row['exit_code'] is None else row['exit_code']}")  # fmt: skip
+    lines.append(replay_report(summary["trainer_replay"]))
     lines.append("  ledger: " + ", ".join(f"{key} {value}" for key, value in summary["ledger"].items()))
     return "\n".join(lines)
 
@@ -560,11 +688,13 @@ def run(args: argparse.Namespace) -> dict:
         run_id = uuid.uuid4().hex[:8]
         topics = {"windows": f"soak.{run_id}", "scores": f"soak.scores.{run_id}"}
         with broker(args.bus, work) as bus:
-            stack, windows, scores = start_stack(args, bus, work, topics)
+            metrics_port = free_port()
+            stack, windows, scores = start_stack(args, bus, work, topics, metrics_port)
             try:
-                wait_caught_up(stack, windows, scores, args.cameras, args.startup_timeout)
-                say(f"serving caught up with the start-up backlog: steady state for {args.minutes} min")
-                steady = steady_state(args, stack, windows, scores)
+                wait_caught_up(stack, windows, scores, args, metrics_port)
+                full = ", the trainer's replay buffer is full" if args.replay_full else ""
+                say(f"serving caught up with the start-up backlog{full}: steady state for {args.minutes} min")
+                steady = steady_state(args, stack, windows, scores, metrics_port)
                 say("draining: ingest stopped, serving scores what is left")
                 codes = drain(stack, windows, scores)
             finally:
@@ -590,7 +720,18 @@ def main_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clips", type=int, default=2, help="distinct synthetic clips the cameras loop")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--export-every", type=int, default=25, help="trainer steps between exports")
-    parser.add_argument("--startup-timeout", type=float, default=600.0, help="seconds to a model and no backlog")
+    parser.add_argument(
+        "--replay-full", action=argparse.BooleanOptionalAction, default=True,
+        help="start-up also waits until the trainer's replay buffer is full (fill ratio >= 0.99)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--trainer-replay-windows", type=int, default=None, metavar="N",
+        help="the trainer's replay bound by count (data.replay_windows; default: the trainer's own)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--startup-timeout", type=float, default=None, help="seconds to a model, no backlog and (--replay-full) a "
+        "full replay buffer (default: enough for the replay buffer to fill at a pessimistic rate)",
+    )  # fmt: skip
     parser.add_argument("--work", type=Path, default=None, help="keep clips, logs and checkpoints here")
     parser.add_argument("--out", type=Path, default=None, help="write the summary as JSON here")
     return parser.parse_args(argv)

@@ -3,8 +3,9 @@ process; nothing lost.
 
 bench/soak/run.py ``--bus embedded`` runs the three services in one process (bench/soak/embedded_stack.py) and exits
 1 when a window is lost or a service exits non-zero; this test runs it as a user would and checks its JSON summary
-too: the ledger, every exit status, and that the trainer's threads run at a higher nice value than the rest. Timing
-numbers are printed, not asserted.
+too: the ledger, every exit status, that the trainer's threads run at a higher nice value than the rest, and that the
+steady state began with the trainer's (small, for CI) replay buffer full, read from the metrics the in-process trainer
+serves. Timing numbers are printed, not asserted.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import pytest
 
 pytestmark = [pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
+# A replay bound the trainer reaches after serving has caught up (it offers the buffer ~6-8 windows/s; serving
+# catches up after ~70 s, ~500 windows in): the wait for a full buffer is real but short (~1 min here).
+REPLAY_WINDOWS = 1000
 
 
 @pytest.mark.timeout(540)
@@ -25,6 +29,7 @@ def test_short_embedded_soak_loses_no_window(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     result = subprocess.run(
         [sys.executable, "bench/soak/run.py", "--cameras", "8", "--minutes", "0.5", "--export-every", "5",
+         "--trainer-replay-windows", str(REPLAY_WINDOWS),
          "--bus", "embedded", "--work", str(tmp_path / "work"), "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=500, check=False,
     )  # fmt: skip
@@ -36,6 +41,9 @@ def test_short_embedded_soak_loses_no_window(tmp_path: Path) -> None:
     assert ledger["lost"] == 0, ledger
     assert ledger["unexpected"] == 0, ledger
     assert summary["latency_s"]["windows"] > 0, "no window captured in the steady state was scored"
+    # Full as the soak reads it: a fill ratio of 0.99 or more (the last few slots of a reservoir fill one by one).
+    replay = summary["trainer_replay"]
+    assert 0.99 * REPLAY_WINDOWS <= replay["windows_start"] <= REPLAY_WINDOWS, f"not full at the start: {replay}"
     assert list(summary["processes"]) == ["stack"], summary["processes"]
     assert summary["processes"]["stack"]["exit_code"] == 0, summary["processes"]
     stages = summary["stages"]
