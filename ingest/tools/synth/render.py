@@ -74,11 +74,12 @@ def _masked(img: U8, pts: I32, rgb: tuple[float, float, float], add: bool) -> No
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
     cv2.fillConvexPoly(mask, pts - np.array([x0 << SHIFT, y0 << SHIFT], np.int32), 255, cv2.LINE_8, SHIFT)
     roi = img[y0:y1, x0:x1]
+    # OpenCV's stubs reject a 4-tuple scalar with a mask in some releases and accept it in others (5.1).
     scalar = (rgb[0], rgb[1], rgb[2], 0.0)
     if add:
-        cv2.add(roi, scalar, dst=roi, mask=mask)  # type: ignore[call-overload]
+        cv2.add(roi, scalar, dst=roi, mask=mask)  # type: ignore[call-overload, unused-ignore]
     else:
-        cv2.subtract(roi, scalar, dst=roi, mask=mask)  # type: ignore[call-overload]
+        cv2.subtract(roi, scalar, dst=roi, mask=mask)  # type: ignore[call-overload, unused-ignore]
 
 
 def _glow(img: U8, u: float, v: float, radius: float, rgb: tuple[float, float, float]) -> None:
@@ -92,7 +93,7 @@ def _glow(img: U8, u: float, v: float, radius: float, rgb: tuple[float, float, f
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
     cv2.circle(mask, (round((u - x0) * ONE), round((v - y0) * ONE)), round(radius * ONE), 255, -1, cv2.LINE_8, SHIFT)
     roi = img[y0:y1, x0:x1]
-    cv2.add(roi, (rgb[0], rgb[1], rgb[2], 0.0), dst=roi, mask=mask)  # type: ignore[call-overload]
+    cv2.add(roi, (rgb[0], rgb[1], rgb[2], 0.0), dst=roi, mask=mask)  # type: ignore[call-overload, unused-ignore]
 
 
 def _disc(img: U8, u: float, v: float, radius: float, rgb: tuple[float, float, float]) -> None:
