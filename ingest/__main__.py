@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ingest.bus import open_bus
-from ingest.runtime.commands import on_stop_signals, run_command, start_logging
+from ingest.runtime.commands import OnStop, run_command, start_logging, stop_on_signals
 from ingest.runtime.flags import Flag, add_common_flags, add_flags, common_flags, given_settings
 from ingest.runtime.settings import ConfigError, load_settings
 from ingest.runtime.telemetry_server import TelemetryServer
@@ -65,40 +65,41 @@ def _camera(args: argparse.Namespace) -> dict[str, Any] | None:
     return camera
 
 
+def run_ingest(args: argparse.Namespace, on_stop: OnStop) -> int:
+    """The service the parsed flags describe, until it stops (``on_stop`` is given its stop request); exit status."""
+    from ingest.service.service import IngestService
+
+    camera = _camera(args)
+    settings = load_settings(
+        IngestSettings,
+        args.config,
+        given_settings(args, common_flags()),
+        extend={"cameras": [camera]} if camera else None,
+    )
+    if not settings.cameras:
+        raise ConfigError("no camera configured: give --source and --camera-id, or a 'cameras:' list in --config")
+    start_logging(settings)
+    with open_bus(settings.bus, settings.kafka) as bus:
+        service = IngestService(settings, bus)
+        on_stop(service.request_stop)
+        telemetry = None
+        if settings.metrics_port:
+            telemetry = TelemetryServer(settings.metrics_port, service.metrics.registry, service.ready).start()
+            log.info("metrics on :%d/metrics, probes on /healthz and /readyz", telemetry.port)
+        try:
+            service.start()
+            service.wait()
+        finally:
+            abandoned = service.shutdown()
+            if telemetry is not None:
+                telemetry.stop()
+    return 0 if not abandoned else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-
-    def action() -> int:
-        from ingest.service.service import IngestService
-
-        camera = _camera(args)
-        settings = load_settings(
-            IngestSettings,
-            args.config,
-            given_settings(args, common_flags()),
-            extend={"cameras": [camera]} if camera else None,
-        )
-        if not settings.cameras:
-            raise ConfigError("no camera configured: give --source and --camera-id, or a 'cameras:' list in --config")
-        start_logging(settings)
-        with open_bus(settings.bus, settings.kafka) as bus:
-            service = IngestService(settings, bus)
-
-            on_stop_signals(service.request_stop, "finishing queued windows and flushing")
-            telemetry = None
-            if settings.metrics_port:
-                telemetry = TelemetryServer(settings.metrics_port, service.metrics.registry, service.ready).start()
-                log.info("metrics on :%d/metrics, probes on /healthz and /readyz", telemetry.port)
-            try:
-                service.start()
-                service.wait()
-            finally:
-                abandoned = service.shutdown()
-                if telemetry is not None:
-                    telemetry.stop()
-        return 0 if not abandoned else 1
-
-    return run_command("streamssl-ingest", action)
+    on_stop = stop_on_signals("finishing queued windows and flushing")
+    return run_command("streamssl-ingest", lambda: run_ingest(args, on_stop))
 
 
 if __name__ == "__main__":

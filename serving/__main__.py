@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ingest.runtime.commands import on_stop_signals, run_command, start_logging
+from ingest.runtime.commands import OnStop, run_command, start_logging, stop_on_signals
 from ingest.runtime.flags import Flag, add_common_flags, add_flags, common_flags, given_settings
 from ingest.runtime.settings import load_settings
 from serving.config import ServingSettings
@@ -86,32 +86,33 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return given_settings(args, (*common_flags(topic=False), *FLAGS))
 
 
+def run_serving(args: argparse.Namespace, on_stop: OnStop) -> int:
+    """The node the parsed flags describe, until it is stopped (``on_stop`` is given its stop request); exit status."""
+    from serving.errors import ModelLoadError
+    from serving.node import ServingNode
+
+    settings = load_settings(ServingSettings, args.config, _overrides(args))
+    start_logging(settings)
+    stop = threading.Event()
+    on_stop(stop.set)
+    node = ServingNode(settings)
+    try:
+        node.start()
+    except ModelLoadError as error:
+        print(f"streamssl-serve: cannot serve {settings.model} from {settings.registry}: {error}", file=sys.stderr)
+        return 1
+    try:
+        while not stop.wait(0.5):  # a short wait: the main thread must run Python's signal handlers
+            pass
+    finally:
+        node.stop()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-
-    def action() -> int:
-        from serving.errors import ModelLoadError
-        from serving.node import ServingNode
-
-        settings = load_settings(ServingSettings, args.config, _overrides(args))
-        start_logging(settings)
-        stop = threading.Event()
-
-        on_stop_signals(stop.set, "finishing in-flight work")
-        node = ServingNode(settings)
-        try:
-            node.start()
-        except ModelLoadError as error:
-            print(f"streamssl-serve: cannot serve {settings.model} from {settings.registry}: {error}", file=sys.stderr)
-            return 1
-        try:
-            while not stop.wait(0.5):
-                pass
-        finally:
-            node.stop()
-        return 0
-
-    return run_command("streamssl-serve", action)
+    on_stop = stop_on_signals("finishing in-flight work")
+    return run_command("streamssl-serve", lambda: run_serving(args, on_stop))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ingest.bus import open_bus
-from ingest.runtime.commands import on_stop_signals, run_command, start_logging
+from ingest.runtime.commands import OnStop, run_command, start_logging, stop_on_signals
 from ingest.runtime.flags import Flag, add_common_flags, add_flags, common_flags, given_settings
 from ingest.runtime.settings import load_settings
 from trainer.config import TrainerSettings
@@ -63,54 +63,55 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return given_settings(args, (*common_flags(), *FLAGS))
 
 
+def run_trainer(args: argparse.Namespace, on_stop: OnStop) -> int:
+    """The trainer the parsed flags describe, until it stops (``on_stop`` is given its stop request); exit status."""
+    from ingest.registry import RegistryError
+    from ingest.runtime.telemetry_server import TelemetryServer
+    from trainer.checkpoint import CheckpointError
+    from trainer.distributed import local_rank
+    from trainer.loop import Trainer
+
+    settings = load_settings(TrainerSettings, args.config, _overrides(args))
+    start_logging(settings)
+    with open_bus(settings.bus, settings.kafka) as bus:
+        trainer = Trainer(settings, bus)
+        on_stop(trainer.request_stop)
+        telemetry = None
+        if settings.metrics_port:
+            # One port per process under torchrun: the base port plus the local rank.
+            port = settings.metrics_port + local_rank()
+            telemetry = TelemetryServer(port, trainer.metrics.registry, trainer.ready).start()
+            log.info("metrics on :%d/metrics, probes on /healthz and /readyz", telemetry.port)
+        try:
+            result = trainer.run()
+        except (CheckpointError, RegistryError) as error:
+            print(f"streamssl-train: error: {error}", file=sys.stderr)
+            return 1
+        finally:
+            if telemetry is not None:
+                telemetry.stop()
+    gate = result.gate
+    log.info(
+        "stopped at step %d (%d this run); exported version %s%s",
+        result.step,
+        result.steps_this_run,
+        result.exported_version or "none",
+        f"; gate {'promoted' if gate.promoted else 'refused'} it" if gate else "",
+    )
+    if result.export_error is not None:
+        print(
+            f"streamssl-train: error: the export at the end of the run failed ({result.export_error}); "
+            f"training up to step {result.step} is checkpointed and resumes from there",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-
-    def action() -> int:
-        from ingest.registry import RegistryError
-        from ingest.runtime.telemetry_server import TelemetryServer
-        from trainer.checkpoint import CheckpointError
-        from trainer.distributed import local_rank
-        from trainer.loop import Trainer
-
-        settings = load_settings(TrainerSettings, args.config, _overrides(args))
-        start_logging(settings)
-        with open_bus(settings.bus, settings.kafka) as bus:
-            trainer = Trainer(settings, bus)
-
-            on_stop_signals(trainer.request_stop, "finishing the step, checkpointing and committing")
-            telemetry = None
-            if settings.metrics_port:
-                # One port per process under torchrun: the base port plus the local rank.
-                port = settings.metrics_port + local_rank()
-                telemetry = TelemetryServer(port, trainer.metrics.registry, trainer.ready).start()
-                log.info("metrics on :%d/metrics, probes on /healthz and /readyz", telemetry.port)
-            try:
-                result = trainer.run()
-            except (CheckpointError, RegistryError) as error:
-                print(f"streamssl-train: error: {error}", file=sys.stderr)
-                return 1
-            finally:
-                if telemetry is not None:
-                    telemetry.stop()
-        gate = result.gate
-        log.info(
-            "stopped at step %d (%d this run); exported version %s%s",
-            result.step,
-            result.steps_this_run,
-            result.exported_version or "none",
-            f"; gate {'promoted' if gate.promoted else 'refused'} it" if gate else "",
-        )
-        if result.export_error is not None:
-            print(
-                f"streamssl-train: error: the export at the end of the run failed ({result.export_error}); "
-                f"training up to step {result.step} is checkpointed and resumes from there",
-                file=sys.stderr,
-            )
-            return 1
-        return 0
-
-    return run_command("streamssl-train", action)
+    on_stop = stop_on_signals("finishing the step, checkpointing and committing")
+    return run_command("streamssl-train", lambda: run_trainer(args, on_stop))
 
 
 if __name__ == "__main__":

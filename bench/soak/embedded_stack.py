@@ -5,12 +5,13 @@
 bench/soak/run.py ``--bus embedded`` starts it (the embedded bus is in-process only, so the three services share a
 process). SPEC (JSON) names the bus URL, the two topics, the three command lines (exactly the arguments the soak
 gives ``streamssl-ingest``, ``streamssl-train`` and ``streamssl-serve``) and the files written below. Each service
-is built as its CLI builds it: the CLI's own parser and flag-to-settings code (``build_parser``, ``_camera`` /
-``_overrides``, ``load_settings``), the same service object on its own ``open_bus``, the same exit status, through
-the same ``run_command``. What differs: each service runs on its own root thread (a CLI's action installs signal
-handlers and blocks its main thread). The trainer serves its metrics on ``--metrics-port`` as its CLI does (the soak
-gives it a free port and reads its replay buffer there); each service has its own metrics registry, so three in one
-process do not clash. Ingest and serving serve none (off by default, and the soak sets no port for them).
+runs through its CLI's own code: the CLI's parser, then its run function (``run_ingest``, ``run_trainer``,
+``run_serving`` in the service's ``__main__``: settings, bus, service, metrics, exit status) inside the same
+``run_command``. What differs: each service runs on its own root thread, and its stop request goes to this
+process's control instead of the stop signals (a CLI installs signal handlers, which only a main thread can). The
+trainer serves its metrics on ``--metrics-port`` as its CLI does (the soak gives it a free port and reads its replay
+buffer there); each service has its own metrics registry, so three in one process do not clash. Ingest and serving
+serve none (off by default, and the soak sets no port for them).
 
 The trainer's root thread gets its nice value raised by 10, as ``nice -n 10`` does to the trainer's process
 (``os.setpriority`` on its native thread id) before it starts anything: every thread it starts — window source,
@@ -53,7 +54,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from ingest.runtime.commands import OnStop
 
 log = logging.getLogger("stack")
 
@@ -100,113 +104,15 @@ class Stopper:
                 hook()
 
 
-def ingest_action(argv: list[str], stopper: Stopper) -> Callable[[], int]:
-    """``streamssl-ingest``'s action (ingest/__main__.py) with its stop signals replaced by ``stopper``."""
-    from ingest.__main__ import _camera, build_parser
-    from ingest.bus import open_bus
-    from ingest.runtime.commands import start_logging
-    from ingest.runtime.flags import common_flags, given_settings
-    from ingest.runtime.settings import ConfigError, load_settings
-    from ingest.service.config import IngestSettings
-    from ingest.service.service import IngestService
+def service_action(name: str, argv: list[str], stopper: Stopper) -> Callable[[], int]:
+    """The CLI's run function (``run_ingest``, ``run_trainer``, ``run_serving`` in each service's ``__main__``) on
+    ``argv`` parsed by the CLI's own parser, with the stop signals replaced by ``stopper``."""
+    import importlib
 
-    args = build_parser().parse_args(argv)
-
-    def action() -> int:
-        camera = _camera(args)
-        extend = {"cameras": [camera]} if camera else None
-        settings = load_settings(IngestSettings, args.config, given_settings(args, common_flags()), extend=extend)
-        if not settings.cameras:
-            raise ConfigError("no camera configured: give --source and --camera-id, or a 'cameras:' list in --config")
-        start_logging(settings)
-        with open_bus(settings.bus, settings.kafka) as bus:
-            service = IngestService(settings, bus)
-            stopper.on_stop(service.request_stop)
-            try:
-                service.start()
-                service.wait()
-            finally:
-                abandoned = service.shutdown()
-        return 0 if not abandoned else 1
-
-    return action
-
-
-def trainer_action(argv: list[str], stopper: Stopper) -> Callable[[], int]:
-    """``streamssl-train``'s action (trainer/__main__.py) with its stop signals replaced by ``stopper``."""
-    from ingest.bus import open_bus
-    from ingest.registry import RegistryError
-    from ingest.runtime.commands import start_logging
-    from ingest.runtime.settings import load_settings
-    from ingest.runtime.telemetry_server import TelemetryServer
-    from trainer.__main__ import _overrides, build_parser
-    from trainer.checkpoint import CheckpointError
-    from trainer.config import TrainerSettings
-    from trainer.loop import Trainer
-
-    args = build_parser().parse_args(argv)
-
-    def action() -> int:
-        settings = load_settings(TrainerSettings, args.config, _overrides(args))
-        start_logging(settings)
-        with open_bus(settings.bus, settings.kafka) as bus:
-            trainer = Trainer(settings, bus)
-            stopper.on_stop(trainer.request_stop)
-            # As the CLI: on its own registry (one per Trainer), from a thread of the trainer's stage.
-            telemetry = None
-            if settings.metrics_port:
-                telemetry = TelemetryServer(settings.metrics_port, trainer.metrics.registry, trainer.ready).start()
-                log.info("trainer metrics on :%d/metrics", telemetry.port)
-            try:
-                result = trainer.run()
-            except (CheckpointError, RegistryError) as error:
-                print(f"streamssl-train: error: {error}", file=sys.stderr)
-                return 1
-            finally:
-                if telemetry is not None:
-                    telemetry.stop()
-        log.info("trainer stopped at step %d; exported version %s", result.step, result.exported_version or "none")
-        if result.export_error is not None:
-            print(f"streamssl-train: error: the export at the end of the run failed ({result.export_error})",
-                  file=sys.stderr)  # fmt: skip
-            return 1
-        return 0
-
-    return action
-
-
-def serving_action(argv: list[str], stopper: Stopper) -> Callable[[], int]:
-    """``streamssl-serve``'s action (serving/__main__.py) with its stop signals replaced by ``stopper``."""
-    from ingest.runtime.commands import start_logging
-    from ingest.runtime.settings import load_settings
-    from serving.__main__ import _overrides, build_parser
-    from serving.config import ServingSettings
-    from serving.errors import ModelLoadError
-    from serving.node import ServingNode
-
-    args = build_parser().parse_args(argv)
-
-    def action() -> int:
-        settings = load_settings(ServingSettings, args.config, _overrides(args))
-        start_logging(settings)
-        stop = threading.Event()
-        stopper.on_stop(stop.set)
-        node = ServingNode(settings)
-        try:
-            node.start()
-        except ModelLoadError as error:
-            print(f"streamssl-serve: cannot serve {settings.model} from {settings.registry}: {error}", file=sys.stderr)
-            return 1
-        try:
-            stop.wait()
-        finally:
-            node.stop()
-        return 0
-
-    return action
-
-
-ACTIONS = {"ingest": ingest_action, "trainer": trainer_action, "serving": serving_action}
+    cli = importlib.import_module(f"{name}.__main__")
+    args = cli.build_parser().parse_args(argv)
+    run: Callable[[Any, OnStop], int] = getattr(cli, f"run_{name}")
+    return lambda: run(args, stopper.on_stop)
 
 
 @dataclass
@@ -221,7 +127,8 @@ class Runner:
     _thread: threading.Thread | None = None
 
     def __post_init__(self) -> None:
-        self._action = ACTIONS[self.name](self.argv, self.stopper)  # parse here: a bad flag fails before any start
+        # Parse here: a bad flag fails before any service starts.
+        self._action = service_action(self.name, self.argv, self.stopper)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)

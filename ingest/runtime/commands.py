@@ -18,6 +18,11 @@ log = logging.getLogger(__name__)
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
+# How a command's run function is told who may stop it: it passes its service's stop request, and the caller
+# calls that request when it is time (a CLI on SIGTERM/SIGINT, :func:`stop_on_signals`; a harness that runs the
+# service on a thread, when it chooses).
+OnStop = Callable[[Callable[[], None]], None]
+
 
 def start_logging(settings: CommonSettings) -> None:
     configure_logging(settings.log_format, settings.log_level)
@@ -32,6 +37,11 @@ def on_stop_signals(request_stop: Callable[[], None], finishing: str) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+def stop_on_signals(finishing: str) -> OnStop:
+    """The :data:`OnStop` of a CLI: the stop signals, logging ``finishing`` (what the service does next)."""
+    return lambda request_stop: on_stop_signals(request_stop, finishing)
 
 
 def run_command(program: str, action: Callable[[], int]) -> int:
