@@ -52,7 +52,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -88,17 +88,17 @@ def say(message: str) -> None:
     print(f"soak: {message}", file=sys.stderr, flush=True)
 
 
-@dataclass
-class TopicTail:
-    """Reads a topic from the beginning in a thread and keeps what each record says (no consumer group)."""
+class RowTail:
+    """A thread that follows a topic's records and appends one row per record to ``rows``; ``error`` is what ended
+    it early (the run reports it: a tail that dies would fake lost windows). Subclasses say how to follow."""
 
-    bus_url: str
     topic: str
-    parse: Any  # Callable[[Record], dict[str, Any]]
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-    error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"tail-{self.topic}", daemon=True)
@@ -111,14 +111,29 @@ class TopicTail:
 
     def _run(self) -> None:
         try:
-            with open_bus(self.bus_url) as bus:
-                bus.create_topic(self.topic, 8)
-                with bus.consumer([self.topic], group_id=None) as consumer:
-                    while not self._stop.is_set():
-                        for record in consumer.poll(0.5):
-                            self.rows.append(self.parse(record))
-        except BaseException as error:  # reported by the run: a tail that dies would fake a lost window
+            self._follow()
+        except BaseException as error:
             self.error = error
+
+    def _follow(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class TopicTail(RowTail):
+    """Reads a topic from the beginning (no consumer group) and keeps what each record says."""
+
+    bus_url: str
+    topic: str
+    parse: Any  # Callable[[Record], dict[str, Any]]
+
+    def _follow(self) -> None:
+        with open_bus(self.bus_url) as bus:
+            bus.create_topic(self.topic, 8)
+            with bus.consumer([self.topic], group_id=None) as consumer:
+                while not self._stop.is_set():
+                    for record in consumer.poll(0.5):
+                        self.rows.append(self.parse(record))
 
 
 def window_row(record: Any) -> dict[str, Any]:
@@ -336,41 +351,22 @@ class ProcessStack:
 
 
 @dataclass
-class FileTail:
-    """The rows the embedded stack's tail of ``topic`` writes to ``path`` (JSON lines), read as they come; the same
-    ``rows`` / ``error`` / ``start`` / ``stop`` as :class:`TopicTail`. ``stop`` reads what was written before it."""
+class FileTail(RowTail):
+    """The rows the embedded stack's tail of ``topic`` writes to ``path`` (JSON lines), read as they come.
+    ``stop`` reads what was written before it."""
 
     path: Path
     topic: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-    error: BaseException | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"file-{self.topic}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
-
-    def _run(self) -> None:
-        try:
-            with self.path.open("rb") as stream:
-                pending = b""
-                while True:
-                    chunk = stream.read()
-                    *lines, pending = (pending + chunk).split(b"\n")
-                    self.rows.extend(json.loads(line) for line in lines if line)
-                    if not chunk and self._stop.wait(0.5):
-                        break
-        except BaseException as error:  # reported by the run, as a TopicTail's
-            self.error = error
-
-
-Tail = TopicTail | FileTail
+    def _follow(self) -> None:
+        with self.path.open("rb") as stream:
+            pending = b""
+            while True:
+                chunk = stream.read()
+                *lines, pending = (pending + chunk).split(b"\n")
+                self.rows.extend(json.loads(line) for line in lines if line)
+                if not chunk and self._stop.wait(0.5):
+                    break
 
 
 @dataclass
@@ -457,7 +453,7 @@ def start_embedded(
 
 def start_stack(
     args: argparse.Namespace, bus: str, work: Path, topics: dict[str, str], metrics_port: int
-) -> tuple[Stack, Tail, Tail]:
+) -> tuple[Stack, RowTail, RowTail]:
     """The services on ``bus`` and the tails of the two topics, started (the tails first); the trainer serves its
     metrics on ``metrics_port``."""
     if bus.startswith("embedded://"):
@@ -506,7 +502,9 @@ def startup_timeout(args: argparse.Namespace) -> float:
     return FIRST_MODEL_TIMEOUT_S + replay_limit(args) / min(produced, REPLAY_FILL_FLOOR_PER_S)
 
 
-def startup_failure(windows: Tail, scores: Tail, replay: dict[str, float] | None, limit: int, timeout_s: float) -> str:
+def startup_failure(
+    windows: RowTail, scores: RowTail, replay: dict[str, float] | None, limit: int, timeout_s: float
+) -> str:
     if not scores.rows:
         return f"serving has no model yet (nothing promoted?) after {timeout_s:.0f} s: {len(windows.rows)} windows"
     if replay is None or replay["fill"] < REPLAY_FULL:
@@ -514,7 +512,9 @@ def startup_failure(windows: Tail, scores: Tail, replay: dict[str, float] | None
     return f"serving is behind after {timeout_s:.0f} s: {len(scores.rows)} of {len(windows.rows)}"
 
 
-def wait_caught_up(stack: Stack, windows: Tail, scores: Tail, args: argparse.Namespace, metrics_port: int) -> None:
+def wait_caught_up(
+    stack: Stack, windows: RowTail, scores: RowTail, args: argparse.Namespace, metrics_port: int
+) -> None:
     """Until serving has a model and has caught up with the windows that queued while the first one was trained and,
     with ``--replay-full``, the trainer's replay buffer is full (its bound reached: start-up, not growth)."""
     began, timeout_s, limit = time.monotonic(), startup_timeout(args), replay_limit(args)
@@ -539,7 +539,7 @@ def wait_caught_up(stack: Stack, windows: Tail, scores: Tail, args: argparse.Nam
         time.sleep(1.0)
 
 
-def steady_state(args: argparse.Namespace, stack: Stack, windows: Tail, scores: Tail, metrics_port: int) -> dict:
+def steady_state(args: argparse.Namespace, stack: Stack, windows: RowTail, scores: RowTail, metrics_port: int) -> dict:
     start = time.time()
     usage_start, stages_start = stack.usage(), stack.stage_usage()
     replay_start = trainer_replay(metrics_port)
@@ -560,7 +560,7 @@ def steady_state(args: argparse.Namespace, stack: Stack, windows: Tail, scores: 
             "replay_end": replay_end}  # fmt: skip
 
 
-def drain(stack: Stack, windows: Tail, scores: Tail) -> dict[str, int | None]:
+def drain(stack: Stack, windows: RowTail, scores: RowTail) -> dict[str, int | None]:
     """Stop ingest, let serving score what is left, then stop serving and the trainer; their exit codes."""
     codes: dict[str, int | None] = {"ingest": stack.stop_ingest()}
     time.sleep(3.0)  # the window tail catches the last acknowledged windows
@@ -595,7 +595,7 @@ def replay_row(start: dict[str, float] | None, end: dict[str, float] | None) -> 
     return row
 
 
-def summarise(args: argparse.Namespace, steady: dict, windows: Tail, scores: Tail, codes: dict) -> dict:
+def summarise(args: argparse.Namespace, steady: dict, windows: RowTail, scores: RowTail, codes: dict) -> dict:
     start, end = steady["start"], steady["end"]
     seconds = end - start
     produced = Counter(row["window_id"] for row in windows.rows)
