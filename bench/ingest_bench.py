@@ -79,13 +79,14 @@ def ffmpeg_fps(clip: Path, threads: int, frames: int) -> float:
     return frames / (time.perf_counter() - started)
 
 
-def ours(clip: Path, fps: float, threads: int) -> tuple[float, float, int]:
+def ours(clip: Path, fps: float, threads: int, read_ahead: int | None = None) -> tuple[float, float, int]:
     """Source frames per second, CPU-seconds used, windows published."""
     bus = EmbeddedBus(f"bench-{uuid.uuid4().hex}")
+    extra = {} if read_ahead is None else {"read_ahead_frames": read_ahead}
     settings = IngestSettings(
         topic="bench",
         partitions=1,
-        cameras=[CameraConfig(camera_id="bench", url=str(clip), fps=fps, decode_threads=threads)],
+        cameras=[CameraConfig(camera_id="bench", url=str(clip), fps=fps, decode_threads=threads, **extra)],
     )
     service = IngestService(settings, bus, CollectorRegistry())
     cpu_before, started = cpu_seconds(), time.perf_counter()
@@ -102,8 +103,8 @@ def ours(clip: Path, fps: float, threads: int) -> tuple[float, float, int]:
 def measure(clip: Path, label: str, args: argparse.Namespace) -> str:
     size, rate, frames = probe(clip)
     reference = max(ffmpeg_fps(clip, args.threads, frames) for _ in range(args.repeats))
-    every = max(ours(clip, rate, args.threads)[0] for _ in range(args.repeats))
-    runs = [ours(clip, 10.0, args.threads) for _ in range(args.repeats)]
+    every = max(ours(clip, rate, args.threads, args.read_ahead)[0] for _ in range(args.repeats))
+    runs = [ours(clip, 10.0, args.threads, args.read_ahead) for _ in range(args.repeats)]
     sampled = max(run[0] for run in runs)
     per_core = frames / rate / min(run[1] for run in runs)
     return (
@@ -122,6 +123,10 @@ def main() -> None:
         help="synthetic clips WxH@FPS, comma-separated ('' for none)",
     )  # fmt: skip
     parser.add_argument("--clip", type=Path, action="append", default=[], help="a real video file (repeatable)")
+    parser.add_argument(
+        "--read-ahead", type=int, default=None, metavar="N",
+        help="ours: frames decoded ahead of conversion (read_ahead_frames; default: the service's, 0: off)",
+    )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3, help="best of N runs of each")
     args = parser.parse_args()
     if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:

@@ -46,6 +46,10 @@ class CameraConfig(BaseModel):
     rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP over TCP or UDP")
     backend: Literal["auto", "pyav", "opencv"] = "auto"
     decode_threads: int = Field(0, ge=0, le=64)
+    read_ahead_frames: int = Field(
+        4, ge=0, le=64, description="frames decoded ahead on a thread of their own while the last is converted "
+        "(0: decode on the camera's thread)",
+    )  # fmt: skip
     open_timeout_s: float = Field(10.0, gt=0)
     # Frigate's fixed 20 s killed slow cameras and its users asked for a knob: this is it.
     stall_timeout_s: float = Field(20.0, gt=0, description="reconnect when no frame came for this many seconds")
@@ -97,6 +101,7 @@ class CameraConfig(BaseModel):
             read_timeout_s=self.stall_timeout_s,
             realtime=self.realtime,
             decode_threads=self.decode_threads,
+            read_ahead_frames=self.read_ahead_frames,
             backend=self.backend,
         )
 

@@ -9,6 +9,7 @@ from ingest.sources.errors import SourceOpenError
 from ingest.sources.frames import DecodedFrame
 from ingest.sources.opencv_source import opencv_frames
 from ingest.sources.pyav_source import pyav_frames
+from ingest.sources.read_ahead import read_ahead
 from ingest.sources.spec import SourceSpec
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,8 @@ def open_source(
         yield from opencv_frames(spec, stall_timeout_s)
         return
     frames = pyav_frames(spec, stall_timeout_s, on_decode_error)
+    if spec.read_ahead_frames:  # decoding runs ahead on its own thread while the caller converts
+        frames = read_ahead(frames, spec.read_ahead_frames, name="decode")
     try:
         first = next(frames)
     except StopIteration:

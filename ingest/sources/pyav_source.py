@@ -86,6 +86,8 @@ def pyav_frames(
                     pace.wait_for(pts_s)
                 last_frame_at = time.monotonic()
                 yield DecodedFrame(pts_s, time.time(), frame)
+                # A caller that held us up (a file waiting for its publisher) is not the source stalling.
+                last_frame_at = time.monotonic()
     finally:
         container.close()
 

@@ -38,6 +38,7 @@ class SourceSpec:
         read_timeout_s: Give up a blocking read after this long (the connection is then treated as stalled).
         realtime: Pace a file at its own frame rate, as a live camera would deliver it.
         decode_threads: Decoder threads; 0 lets FFmpeg choose.
+        read_ahead_frames: PyAV decodes up to this many frames ahead on a thread of its own; 0: on the caller's.
         backend: ``pyav`` first; ``opencv`` as the fallback for sources PyAV cannot open; ``auto`` tries both.
     """
 
@@ -47,6 +48,7 @@ class SourceSpec:
     read_timeout_s: float = 10.0
     realtime: bool = False
     decode_threads: int = 0
+    read_ahead_frames: int = 4
     backend: Literal["auto", "pyav", "opencv"] = "auto"
 
     @property
