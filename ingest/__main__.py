@@ -17,7 +17,7 @@ from ingest.bus import open_bus
 from ingest.runtime.commands import OnStop, run_command, start_logging, stop_on_signals
 from ingest.runtime.flags import Flag, add_common_flags, add_flags, common_flags, given_settings
 from ingest.runtime.settings import ConfigError, load_settings
-from ingest.runtime.telemetry_server import TelemetryServer
+from ingest.runtime.telemetry_server import serve_telemetry
 from ingest.service.config import CameraConfig, IngestSettings
 
 log = logging.getLogger("ingest")
@@ -82,17 +82,12 @@ def run_ingest(args: argparse.Namespace, on_stop: OnStop) -> int:
     with open_bus(settings.bus, settings.kafka) as bus:
         service = IngestService(settings, bus)
         on_stop(service.request_stop)
-        telemetry = None
-        if settings.metrics_port:
-            telemetry = TelemetryServer(settings.metrics_port, service.metrics.registry, service.ready).start()
-            log.info("metrics on :%d/metrics, probes on /healthz and /readyz", telemetry.port)
-        try:
-            service.start()
-            service.wait()
-        finally:
-            abandoned = service.shutdown()
-            if telemetry is not None:
-                telemetry.stop()
+        with serve_telemetry(settings.metrics_port, service.metrics.registry, service.ready):
+            try:
+                service.start()
+                service.wait()
+            finally:
+                abandoned = service.shutdown()
     return 0 if not abandoned else 1
 
 

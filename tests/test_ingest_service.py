@@ -94,10 +94,13 @@ def test_a_slow_bus_drops_the_oldest_windows_of_a_live_camera_and_memory_stays_b
     assert max(sequences) - min(sequences) > published, "oldest windows were not the ones dropped"
 
 
-def test_a_file_read_at_full_speed_waits_for_a_slow_bus_and_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("read_ahead", [0, 4], ids=["decode-on-camera-thread", "read-ahead"])
+def test_a_file_read_at_full_speed_waits_for_a_slow_bus_and_loses_nothing(tmp_path: Path, read_ahead: int) -> None:
     clip = video_files.constant_rate(tmp_path / "c.mp4", seconds=2.0)
     bus = SlowBus(f"slow-{uuid.uuid4().hex}")
-    camera = CameraConfig(camera_id="cam", url=str(clip), window=2, stride=2, queue_windows=2)
+    camera = CameraConfig(
+        camera_id="cam", url=str(clip), window=2, stride=2, queue_windows=2, read_ahead_frames=read_ahead
+    )
     service = IngestService(IngestSettings(topic="slow", partitions=1, cameras=[camera]), bus, CollectorRegistry())
     service.start()
     depths = []

@@ -66,7 +66,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def run_trainer(args: argparse.Namespace, on_stop: OnStop) -> int:
     """The trainer the parsed flags describe, until it stops (``on_stop`` is given its stop request); exit status."""
     from ingest.registry import RegistryError
-    from ingest.runtime.telemetry_server import TelemetryServer
+    from ingest.runtime.telemetry_server import serve_telemetry
     from trainer.checkpoint import CheckpointError
     from trainer.distributed import local_rank
     from trainer.loop import Trainer
@@ -76,20 +76,14 @@ def run_trainer(args: argparse.Namespace, on_stop: OnStop) -> int:
     with open_bus(settings.bus, settings.kafka) as bus:
         trainer = Trainer(settings, bus)
         on_stop(trainer.request_stop)
-        telemetry = None
-        if settings.metrics_port:
-            # One port per process under torchrun: the base port plus the local rank.
-            port = settings.metrics_port + local_rank()
-            telemetry = TelemetryServer(port, trainer.metrics.registry, trainer.ready).start()
-            log.info("metrics on :%d/metrics, probes on /healthz and /readyz", telemetry.port)
-        try:
-            result = trainer.run()
-        except (CheckpointError, RegistryError) as error:
-            print(f"streamssl-train: error: {error}", file=sys.stderr)
-            return 1
-        finally:
-            if telemetry is not None:
-                telemetry.stop()
+        # One port per process under torchrun: the base port plus the local rank.
+        port = settings.metrics_port + local_rank() if settings.metrics_port else None
+        with serve_telemetry(port, trainer.metrics.registry, trainer.ready):
+            try:
+                result = trainer.run()
+            except (CheckpointError, RegistryError) as error:
+                print(f"streamssl-train: error: {error}", file=sys.stderr)
+                return 1
     gate = result.gate
     log.info(
         "stopped at step %d (%d this run); exported version %s%s",

@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
+
+log = logging.getLogger(__name__)
 
 # (ok, detail): detail says why a probe fails, for the operator reading `kubectl describe`.
 Probe = Callable[[], tuple[bool, str]]
@@ -54,6 +58,20 @@ class TelemetryServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+@contextmanager
+def serve_telemetry(port: int | None, registry: CollectorRegistry, ready: Probe) -> Iterator[TelemetryServer | None]:
+    """A command's ``/metrics``, ``/healthz`` and ``/readyz`` on ``port`` while the block runs (none without a port)."""
+    if not port:
+        yield None
+        return
+    telemetry = TelemetryServer(port, registry, ready).start()
+    log.info("metrics on :%d/metrics, probes on /healthz and /readyz", telemetry.port)
+    try:
+        yield telemetry
+    finally:
+        telemetry.stop()
 
 
 def _json(start_response: Callable[..., Any], status: int, body: dict[str, Any]) -> list[bytes]:
