@@ -21,6 +21,8 @@ below. The run has three phases:
 2. steady state, ``--minutes`` long: windows/s produced and scored, backlog (produced − scored) over time, capture →
    score latency of each window captured in it (from the last frame's capture time to the result's broker
    timestamp), CPU seconds and RSS of each process (with its children) at the start and the end;
+   ``--settle-minutes M`` runs M more minutes before the steady state starts (serving's per-camera scene
+   memories take ~13 min to reach their bound);
 3. drain: ingest is stopped, serving must score every window on the topic; then serving and the trainer stop.
 
 On the embedded bus the process table has one row, ``stack`` (its RSS includes the bus itself: every window and
@@ -539,6 +541,20 @@ def wait_caught_up(
         time.sleep(1.0)
 
 
+def settle(args: argparse.Namespace, stack: Stack, windows: RowTail, scores: RowTail) -> None:
+    """``--settle-minutes`` more of start-up: serving's per-camera scene memories fill to their bound (1,000
+    windows, ~13 min of a camera at 1.25 windows/s), so a steady state after it measures RSS with them full."""
+    end = time.monotonic() + args.settle_minutes * 60
+    next_report = time.monotonic() + PROGRESS_EVERY_S
+    while time.monotonic() < end:
+        stack.check_alive()
+        if time.monotonic() >= next_report:
+            left = (end - time.monotonic()) / 60
+            say(f"settling, {left:.1f} min left: {len(windows.rows)} windows produced, {len(scores.rows)} scored")
+            next_report += PROGRESS_EVERY_S
+        time.sleep(1.0)
+
+
 def steady_state(args: argparse.Namespace, stack: Stack, windows: RowTail, scores: RowTail, metrics_port: int) -> dict:
     start = time.time()
     usage_start, stages_start = stack.usage(), stack.stage_usage()
@@ -627,6 +643,7 @@ def summarise(args: argparse.Namespace, steady: dict, windows: RowTail, scores: 
     return {
         "cameras": args.cameras,
         "replay_full": args.replay_full,  # the steady state started with the trainer's replay buffer full
+        "settle_minutes": args.settle_minutes,  # and this long after start-up
         "steady_seconds": round(seconds, 1),
         "windows_per_s_produced": round(sum(start <= row["t"] < end for row in windows.rows) / seconds, 2),
         "windows_per_s_scored": round(sum(start <= row["t"] < end for row in scores.rows) / seconds, 2),
@@ -693,7 +710,9 @@ def run(args: argparse.Namespace) -> dict:
             try:
                 wait_caught_up(stack, windows, scores, args, metrics_port)
                 full = ", the trainer's replay buffer is full" if args.replay_full else ""
-                say(f"serving caught up with the start-up backlog{full}: steady state for {args.minutes} min")
+                say(f"serving caught up with the start-up backlog{full}")
+                settle(args, stack, windows, scores)
+                say(f"steady state for {args.minutes} min")
                 steady = steady_state(args, stack, windows, scores, metrics_port)
                 say("draining: ingest stopped, serving scores what is left")
                 codes = drain(stack, windows, scores)
@@ -731,6 +750,10 @@ def main_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--startup-timeout", type=float, default=None, help="seconds to a model, no backlog and (--replay-full) a "
         "full replay buffer (default: enough for the replay buffer to fill at a pessimistic rate)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--settle-minutes", type=float, default=0.0, metavar="M",
+        help="after start-up, run M more minutes before the steady state (e.g. 14: serving's scene memories full)",
     )  # fmt: skip
     parser.add_argument("--work", type=Path, default=None, help="keep clips, logs and checkpoints here")
     parser.add_argument("--out", type=Path, default=None, help="write the summary as JSON here")
