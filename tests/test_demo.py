@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from ingest.tools.demo import pipeline
 from tests.browser import assert_renders_in_browser
+from trainer.data.heldout import held_out_by_hash
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,3 +81,16 @@ def _serving_url(demo: subprocess.Popen[str]) -> str:
         if match:
             return match[1]
     raise AssertionError("the demo ended without serving:\n" + "".join(seen[-40:]))
+
+
+@pytest.mark.parametrize("seconds", [20, 60])
+def test_a_short_demo_clip_holds_out_enough_windows_for_the_gate_in_almost_every_run(seconds: int) -> None:
+    # The trainer holds windows out by a hash of their id, which holds a fresh run id: count over many run ids.
+    windows = int(seconds * 10 / 8)  # the demo's 8-frame windows at 10 fps
+    every = pipeline.holdout_every(windows)
+    runs = [uuid.uuid4().hex[:11] for _ in range(4000)]
+    short = sum(
+        sum(held_out_by_hash(f"{pipeline.CAMERA_ID}:{run}:{sequence}", every) for sequence in range(windows)) < 2
+        for run in runs
+    )
+    assert short / len(runs) < 0.005, f"{short} of {len(runs)} runs held out fewer than 2 of {windows} windows"

@@ -77,7 +77,7 @@ def run_pipeline(options: pipeline.DemoOptions, bus: Bus) -> tuple[dict[str, Any
     stage.next("ingest")
     published = pipeline.ingest(options, bus, url, stage.say)
     stage.next("training")
-    trained = pipeline.train(options, bus, stage.say)
+    trained = pipeline.train(options, bus, stage.say, published)
     summary: dict[str, Any] = {
         "source": url, "bus": options.bus, "minutes": options.minutes, "windows_published": published,
         "steps": trained["steps"], "production_version": trained["production_version"], "eval": trained["eval"],
