@@ -84,9 +84,9 @@ def pyav_frames(
                 pts_s = frame.time
                 if pace is not None and pts_s is not None:
                     pace.wait_for(pts_s)
-                last_frame_at = time.monotonic()
                 yield DecodedFrame(pts_s, time.time(), frame)
-                # A caller that held us up (a file waiting for its publisher) is not the source stalling.
+                # Timed after the caller is done with the frame: a caller that held us up (a file waiting for its
+                # publisher) is not the source stalling.
                 last_frame_at = time.monotonic()
     finally:
         container.close()
