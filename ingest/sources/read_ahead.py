@@ -31,16 +31,23 @@ class _Failed:
 
 def read_ahead(items: Iterator[T], depth: int, name: str = "read-ahead") -> Iterator[T]:
     """``items``, produced on a background thread up to ``depth`` ahead of the caller."""
-    handoff: queue.Queue[object] = queue.Queue(maxsize=depth)
+    # Two C-level SimpleQueues instead of one bounded queue.Queue: the items, and a token per free place in the
+    # look-ahead. queue.Queue's Python-level condition variables cost tens of µs per frame, a few % of a substream
+    # frame's whole budget.
+    handoff: queue.SimpleQueue[object] = queue.SimpleQueue()
+    free_places: queue.SimpleQueue[None] = queue.SimpleQueue()
+    for _ in range(depth):
+        free_places.put(None)
     stop = threading.Event()
 
     def put(item: object) -> bool:
         while not stop.is_set():
             try:
-                handoff.put(item, timeout=0.1)
-                return True
-            except queue.Full:
+                free_places.get(timeout=0.1)
+            except queue.Empty:
                 continue
+            handoff.put(item)
+            return True
         return False
 
     def produce() -> None:
@@ -61,6 +68,7 @@ def read_ahead(items: Iterator[T], depth: int, name: str = "read-ahead") -> Iter
     try:
         while True:
             item = handoff.get()
+            free_places.put(None)
             if item is _DONE:
                 return
             if isinstance(item, _Failed):
