@@ -50,6 +50,10 @@ class CameraConfig(BaseModel):
         4, ge=0, le=64, description="frames decoded ahead on a thread of their own while the last is converted "
         "(0: decode on the camera's thread)",
     )  # fmt: skip
+    skip_loop_filter: bool = Field(
+        True, description="decode without H.264/HEVC deblocking: ~10-35 % less decoder CPU, and at window size the "
+        "frames differ from a full decode less than JPEG at quality 90 changes them (false: full decode)",
+    )  # fmt: skip
     open_timeout_s: float = Field(10.0, gt=0)
     # Frigate's fixed 20 s killed slow cameras and its users asked for a knob: this is it.
     stall_timeout_s: float = Field(20.0, gt=0, description="reconnect when no frame came for this many seconds")
@@ -102,6 +106,7 @@ class CameraConfig(BaseModel):
             realtime=self.realtime,
             decode_threads=self.decode_threads,
             read_ahead_frames=self.read_ahead_frames,
+            skip_loop_filter=self.skip_loop_filter,
             backend=self.backend,
         )
 
