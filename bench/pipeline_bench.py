@@ -1,7 +1,7 @@
 """How many cameras does the whole pipeline carry on this machine? The soak harness at growing camera counts.
 
     python bench/pipeline_bench.py [--cameras 4,8,12,16] [--minutes 2] [--bus kafka://HOST:PORT | --bus embedded]
-        [--no-replay-full] [--out FILE]
+        [--no-replay-full] [--keep-going] [--out FILE]
 
 Each step is one run of bench/soak/run.py (real broker, ``streamssl-ingest`` with N looping synthetic cameras in real
 time at the default 10 fps, ``streamssl-train`` beside it at low priority, ``streamssl-serve`` in stream mode) for
@@ -14,7 +14,9 @@ step, longer at few cameras: the buffer fills with the windows they produce); ``
 
 A camera count *holds* when serving keeps up with capture (scored/produced ≥ 0.98 in the steady state), the backlog
 does not grow (its mean over the last third of the steady state is at most one window per camera above the first
-third's) and capture → score p99 is at most 2 s. The reference measured in the same run is capture itself:
+third's) and capture → score p99 is at most 2 s. A count whose start-up never ends (serving scores less than 90 %
+of what the cameras produce for 2 minutes once it scores at all, or the start-up timeout passes) does not hold,
+and the sweep stops there unless ``--keep-going``. The reference measured in the same run is capture itself:
 windows/s scored against windows/s the cameras produced.
 """
 
@@ -36,6 +38,8 @@ P99_LIMIT_S = 2.0
 
 def holds(summary: dict[str, Any]) -> tuple[bool, str]:
     """Whether the pipeline kept up at this camera count, and if not, why."""
+    if "failed" in summary:
+        return False, summary["failed"]
     produced, scored = summary["windows_per_s_produced"], summary["windows_per_s_scored"]
     backlog = summary["backlog_windows"]
     growth = backlog["last_third_mean"] - backlog["first_third_mean"]
@@ -53,6 +57,8 @@ def holds(summary: dict[str, Any]) -> tuple[bool, str]:
 
 def row(summary: dict[str, Any]) -> str:
     _, why = holds(summary)
+    if "failed" in summary:  # no steady state to report
+        return f"| {summary['cameras']} | {' | '.join(['—'] * 8)} | does not hold: {why} |"
     produced = summary["windows_per_s_produced"]
     ratio = summary["windows_per_s_scored"] / produced if produced else float("nan")
     stages = summary.get("stages")  # the embedded bus: one process, its CPU split by stage
@@ -83,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         "--replay-full", action=argparse.BooleanOptionalAction, default=True,
         help="each step's start-up waits for the trainer's replay buffer to be full (the soak's --replay-full)",
     )  # fmt: skip
+    parser.add_argument(
+        "--keep-going", action="store_true", help="go on to larger camera counts after one that does not hold"
+    )
     parser.add_argument("--out", type=Path, default=None, help="write every step's summary as JSON here")
     args = parser.parse_args(argv)
     summaries = []
@@ -96,8 +105,14 @@ def main(argv: list[str] | None = None) -> int:
         step = soak.main_args(["--cameras", str(cameras), "--minutes", str(args.minutes)]
                               + (["--bus", args.bus] if args.bus else [])
                               + ([] if args.replay_full else ["--no-replay-full"]))  # fmt: skip
-        summaries.append(soak.run(step))
+        try:
+            summaries.append(soak.run(step))
+        except soak.NoSteadyStateError as error:
+            summaries.append({"cameras": cameras, "failed": str(error)})
         print(row(summaries[-1]), file=sys.stderr, flush=True)
+        if not holds(summaries[-1])[0] and not args.keep_going:
+            print("pipeline_bench: stopping here: more cameras will not hold either", file=sys.stderr, flush=True)
+            break
     print(header)
     for summary in summaries:
         print(row(summary))

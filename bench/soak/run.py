@@ -51,7 +51,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -82,6 +82,10 @@ WINDOWS_PER_CAMERA_S = 1.25  # ingest's default 8-frame windows, stride 8, at th
 REPLAY_FILL_FLOOR_PER_S = 2.0
 PROGRESS_EVERY_S = 30.0
 REPLAY_FULL = 0.99  # the trainer's replay fill ratio at which start-up may end
+# Serving scoring less than this share of what the cameras produce, over this long once it scores at all: it will
+# not catch up with the start-up backlog, so waiting out the start-up timeout would only say so later.
+BEHIND_SPAN_S = 120.0
+BEHIND_SHARE = 0.9
 REPLAY_GAUGES = {"windows": "streamssl_trainer_replay_windows", "bytes": "streamssl_trainer_replay_bytes",
                  "fill": "streamssl_trainer_replay_fill_ratio"}  # fmt: skip
 
@@ -514,15 +518,47 @@ def startup_failure(
     return f"serving is behind after {timeout_s:.0f} s: {len(scores.rows)} of {len(windows.rows)}"
 
 
+class NoSteadyStateError(RuntimeError):
+    """The stack ran but never reached a steady state at this load (serving behind, or no model in time)."""
+
+
+class CatchUpWatch:
+    """Whether serving gains on the backlog: over the last :data:`BEHIND_SPAN_S` after its first score, it must have
+    scored at least :data:`BEHIND_SHARE` of the windows produced."""
+
+    def __init__(self) -> None:
+        self._samples: deque[tuple[float, int, int]] = deque()  # (time, windows produced, windows scored)
+
+    def falling_behind(self, now: float, produced: int, scored: int) -> str | None:
+        if not scored:
+            return None
+        self._samples.append((now, produced, scored))
+        while len(self._samples) > 1 and self._samples[1][0] <= now - BEHIND_SPAN_S:
+            self._samples.popleft()
+        then, produced_then, scored_then = self._samples[0]
+        span = now - then
+        if span < BEHIND_SPAN_S or produced == produced_then:
+            return None
+        if scored - scored_then >= BEHIND_SHARE * (produced - produced_then):
+            return None
+        return (
+            f"serving cannot keep up: it scored {(scored - scored_then) / span:.1f} windows/s while the cameras "
+            f"produced {(produced - produced_then) / span:.1f}/s over the last {span:.0f} s ({scored} of {produced})"
+        )
+
+
 def wait_caught_up(
     stack: Stack, windows: RowTail, scores: RowTail, args: argparse.Namespace, metrics_port: int
 ) -> None:
     """Until serving has a model and has caught up with the windows that queued while the first one was trained and,
     with ``--replay-full``, the trainer's replay buffer is full (its bound reached: start-up, not growth)."""
     began, timeout_s, limit = time.monotonic(), startup_timeout(args), replay_limit(args)
-    next_report, caught_up_once = began + PROGRESS_EVERY_S, False
+    next_report, caught_up_once, watch = began + PROGRESS_EVERY_S, False, CatchUpWatch()
     while True:
         stack.check_alive()
+        behind = watch.falling_behind(time.monotonic(), len(windows.rows), len(scores.rows))
+        if behind is not None:
+            raise NoSteadyStateError(behind)
         caught_up = bool(scores.rows) and len(windows.rows) - len(scores.rows) <= 2 * args.cameras
         replay = trainer_replay(metrics_port) if args.replay_full else None
         full = not args.replay_full or (replay is not None and replay["fill"] >= REPLAY_FULL)
@@ -533,7 +569,7 @@ def wait_caught_up(
             say(f"serving caught up after {now - began:.0f} s; waiting for the {replay_text(replay, limit)}")
             caught_up_once = True
         if now - began > timeout_s:
-            raise RuntimeError(startup_failure(windows, scores, replay, limit, timeout_s))
+            raise NoSteadyStateError(startup_failure(windows, scores, replay, limit, timeout_s))
         if args.replay_full and now >= next_report:
             say(f"start-up {now - began:.0f} s: {replay_text(replay, limit)}; {len(scores.rows)} of "
                 f"{len(windows.rows)} windows scored")  # fmt: skip
