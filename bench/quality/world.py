@@ -23,7 +23,9 @@ from bench.quality.harness import ingest_file
 from ingest.contract import Window, decode_window, encode_window
 from ingest.tools.synth.events import EventKind, EventSpec
 
-CACHE_FORMAT = 1  # bump when rendering or cutting changes, so stale windows are not reused
+# Bump when rendering or cutting changes, so stale windows are not reused (2: ingest skips the loop filter and
+# scales before it converts to RGB).
+CACHE_FORMAT = 2
 
 
 @dataclass(frozen=True)
