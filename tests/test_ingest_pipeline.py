@@ -142,6 +142,14 @@ def test_motion_gate_separates_static_from_moving() -> None:
     assert MotionGate(0).passes(still)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_motion_energy_is_the_mean_grey_level_change_on_the_probe_grid(channels: int) -> None:
+    frames = np.random.default_rng(channels).integers(0, 256, (4, 64, 64, channels), dtype=np.uint8)
+    window = dataclasses.replace(make_window(frames=4, height=64, width=64), frames=frames)
+    grey = frames[:, ::2, ::2, :].astype(np.float64).mean(axis=3)  # 64 px sampled onto the 32-point probe grid
+    assert motion_energy(window) == pytest.approx(np.abs(np.diff(grey, axis=0)).mean(), rel=1e-12)
+
+
 @pytest.mark.parametrize(
     ("src", "dst", "mode", "scaled"),
     [

@@ -16,8 +16,13 @@ def motion_energy(window: Window) -> float:
         return 0.0
     step_y = max(1, window.height // _PROBE_SIDE)
     step_x = max(1, window.width // _PROBE_SIDE)
-    probe = window.frames[:, ::step_y, ::step_x, :].astype(np.int16).mean(axis=3)
-    return float(np.abs(np.diff(probe, axis=0)).mean())
+    # Channel sums in int16, divided by the channel count at the end: the same value as the per-pixel channel mean,
+    # at half the cost of numpy's reduction over a length-3 axis (it runs on every window).
+    probe = np.ascontiguousarray(window.frames[:, ::step_y, ::step_x, :]).astype(np.int16)
+    summed = probe[..., 0]
+    for channel in range(1, probe.shape[3]):
+        summed = summed + probe[..., channel]
+    return float(np.abs(np.diff(summed, axis=0)).mean()) / probe.shape[3]
 
 
 class MotionGate:
