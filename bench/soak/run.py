@@ -20,7 +20,10 @@ below. The run has three phases:
    trainer's ``data.replay_windows``, through a ``--config`` file) for a short run;
 2. steady state, ``--minutes`` long: windows/s produced and scored, backlog (produced − scored) over time, capture →
    score latency of each window captured in it (from the last frame's capture time to the result's broker
-   timestamp), CPU seconds and RSS of each process (with its children) at the start and the end;
+   timestamp), CPU seconds of each process (with its children) at the start and the end, and its RSS every
+   5 s: the trainer's RSS swings by tens of MiB with its export and evaluation cycle, so a sample at each end
+   says more about where in that cycle it fell than about growth. Start → end is the least-squares line through
+   every sample, at the steady state's two ends, beside the range (:class:`RssSeries`);
    ``--settle-minutes M`` runs M more minutes before the steady state starts (serving's per-camera scene
    memories take ~13 min to reach their bound);
 3. drain: ingest is stopped, serving must score every window on the topic; then serving and the trainer stop.
@@ -174,6 +177,33 @@ def process_usage(pid: int) -> dict[str, float]:
         except psutil.NoSuchProcess:
             rss.append(0.0)
     return {"cpu_s": cpu, "children_cpu_s": cpu - own, "rss_mib": rss[0], "children_rss_mib": sum(rss[1:])}
+
+
+class RssSeries:
+    """One process's RSS sampled over the steady state, summarised so that a periodic swing (the trainer's export
+    and evaluation cycle: tens of MiB) is not read as growth or shrinkage, while a leak still shows, in the trend."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []  # (seconds into the steady state, MiB)
+
+    def add(self, t: float, mib: float) -> None:
+        if mib == mib:  # NaN: the process was gone at that moment
+            self.samples.append((t, mib))
+
+    def summary(self) -> dict[str, float | None]:
+        """Start and end: the least-squares line through every sample, at the first and the last sample's time."""
+        if not self.samples:
+            return {"start_mib": None, "end_mib": None, "growth": None, "trend_mib_per_10min": None,
+                    "min_mib": None, "max_mib": None}  # fmt: skip
+        times, values = zip(*self.samples, strict=True)
+        if len(set(times)) > 1:
+            slope, intercept = statistics.linear_regression(times, values)
+        else:
+            slope, intercept = 0.0, statistics.fmean(values)
+        start, end = intercept + slope * times[0], intercept + slope * times[-1]
+        return {"start_mib": round(start, 1), "end_mib": round(end, 1), "growth": round(end / start - 1, 3),
+                "trend_mib_per_10min": round(slope * 600, 1), "min_mib": round(min(values), 1),
+                "max_mib": round(max(values), 1)}  # fmt: skip
 
 
 @dataclass
@@ -596,20 +626,25 @@ def steady_state(args: argparse.Namespace, stack: Stack, windows: RowTail, score
     usage_start, stages_start = stack.usage(), stack.stage_usage()
     replay_start = trainer_replay(metrics_port)
     backlog: list[tuple[float, int]] = []
+    rss = {name: RssSeries() for name in usage_start}
     end = start + args.minutes * 60
     next_report = start + 30
     while time.time() < end:
         stack.check_alive()
         backlog.append((time.time() - start, len(windows.rows) - len(scores.rows)))
+        for name, usage in stack.usage().items():
+            rss[name].add(time.time() - start, usage["rss_mib"])
         if time.time() >= next_report:
             say(f"{time.time() - start:.0f} s: {len(windows.rows)} windows produced, {len(scores.rows)} scored")
             next_report += 30
         time.sleep(SAMPLE_EVERY_S)
     usage_end, stages_end = stack.usage(), stack.stage_usage()
     replay_end = trainer_replay(metrics_port)
+    for name, usage in usage_end.items():
+        rss[name].add(time.time() - start, usage["rss_mib"])
     return {"start": start, "end": time.time(), "usage_start": usage_start, "usage_end": usage_end, "backlog": backlog,
             "stages_start": stages_start, "stages_end": stages_end, "replay_start": replay_start,
-            "replay_end": replay_end}  # fmt: skip
+            "replay_end": replay_end, "rss": {name: series.summary() for name, series in rss.items()}}  # fmt: skip
 
 
 def drain(stack: Stack, windows: RowTail, scores: RowTail) -> dict[str, int | None]:
@@ -659,10 +694,14 @@ def summarise(args: argparse.Namespace, steady: dict, windows: RowTail, scores: 
     for name, before in steady["usage_start"].items():
         after = steady["usage_end"][name]
         cpu = after["cpu_s"] - before["cpu_s"]
+        rss = steady["rss"][name]
         processes[name] = {
-            "rss_start_mib": round(before["rss_mib"], 1),
-            "rss_end_mib": round(after["rss_mib"], 1),
-            "rss_growth": round(after["rss_mib"] / before["rss_mib"] - 1, 3) if before["rss_mib"] else None,
+            "rss_start_mib": rss["start_mib"],
+            "rss_end_mib": rss["end_mib"],
+            "rss_growth": rss["growth"],
+            "rss_trend_mib_per_10min": rss["trend_mib_per_10min"],
+            "rss_min_mib": rss["min_mib"],
+            "rss_max_mib": rss["max_mib"],
             "children_rss_end_mib": round(after["children_rss_mib"], 1),
             "cores": round(cpu / seconds, 3),
             "cores_per_camera": round(cpu / seconds / args.cameras, 4),
@@ -714,11 +753,14 @@ def report(summary: dict) -> str:
         "  capture → score latency p50 {p50} s, p99 {p99} s over {windows} windows".format(**summary["latency_s"]),
         "  backlog (windows produced − scored): first third {first_third_mean}, last third {last_third_mean}, "
         "max {max}".format(**summary["backlog_windows"]),
-        "  process  RSS start → end (MiB)  growth  children at end (MiB)  cores  cores/camera  exit",
+        "  process  RSS start → end (MiB)  growth  trend (MiB/10 min)  range (MiB)      children at end (MiB)  cores  "
+        "cores/camera  exit   (RSS start → end: the least-squares line through a sample every 5 s)",
     ]
     for name, row in summary["processes"].items():
+        row = {key: float("nan") if value is None else value for key, value in row.items()}  # no RSS sample
         lines.append(
             f"  {name:<8} {row['rss_start_mib']:>8.1f} → {row['rss_end_mib']:<8.1f} {row['rss_growth']:>+7.1%}  "
+            f"{row['rss_trend_mib_per_10min']:>+10.1f}        {row['rss_min_mib']:>6.1f}–{row['rss_max_mib']:<8.1f}"
             f"{row['children_rss_end_mib']:>10.1f}            {row['cores']:.2f}   {row['cores_per_camera']:.3f}"
             f"        {row['exit_code']}"
         )
