@@ -64,7 +64,7 @@ class ServingSettings(CommonSettings):
     score_warmup: int = Field(10, ge=1, description="windows per camera before a z-score is reported")
     score_memory: int = Field(1000, ge=2, description="windows after which camera statistics forget (EWMA)")
     max_cameras: int = Field(10_000, ge=1, description="camera statistics kept (least recently used dropped)")
-    scene_cameras: int = Field(256, ge=1, description="cameras whose scene memory is kept (about 1 MiB each, LRU)")
+    scene_cameras: int = Field(256, ge=1, description="cameras whose scene memory is kept (about 2 MiB each, LRU)")
     scene_memory_dir: Path | None = Field(
         None, description="save every camera's scene memory here and restore it at start (kept across restarts)"
     )

@@ -53,12 +53,13 @@ def flow_and_motion(gray: Maps) -> tuple[Maps, Maps, Maps]:
     middle = 0.5 * (gray[1:] + gray[:-1])
     dy = np.gradient(middle, axis=1)
     dx = np.gradient(middle, axis=2)
-    sxx, syy, sxy = cells(dx * dx).sum(0), cells(dy * dy).sum(0), cells(dx * dy).sum(0)
-    sxt, syt = cells(dx * change).sum(0), cells(dy * change).sum(0)
+    # Summed over the frame pairs before the cell means: the same sums, a sixth of the strided reductions.
+    sxx, syy, sxy = cells((dx * dx).sum(0)), cells((dy * dy).sum(0)), cells((dx * dy).sum(0))
+    sxt, syt = cells((dx * change).sum(0)), cells((dy * change).sum(0))
     det = sxx * syy - sxy * sxy + 1e-6
     u = -(syy * sxt - sxy * syt) / det
     v = -(sxx * syt - sxy * sxt) / det
-    motion = cells(np.abs(change)).mean(0)
+    motion = cells(np.abs(change).mean(0))
     return u.astype(np.float32), v.astype(np.float32), motion.astype(np.float32)
 
 

@@ -19,6 +19,7 @@ It depends on pixels only, like the rest of the scene memory, so it is kept acro
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 
 import cv2
@@ -59,12 +60,21 @@ def block_flow(frames: npt.NDArray[np.uint8]) -> tuple[Blocks, Blocks]:
     clip = model_input(frames, SIZE, SIZE, frames.shape[-1], frames.shape[0])
     gray = [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if frame.shape[-1] == 3 else frame[..., 0] for frame in clip]
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)  # type: ignore[attr-defined]  # not in the stubs
-    flow = np.stack([dis.calc(gray[i], gray[i + 1], None) for i in range(len(gray) - 1)])  # [T-1, SIZE, SIZE, 2]
-    moving = (np.hypot(flow[..., 0], flow[..., 1]) > MOVING_PX).astype(np.float32)
-    count = block_means(moving).sum(axis=0)
-    u = block_means(flow[..., 0] * moving).sum(axis=0) / (count + 1e-3)
-    v = block_means(flow[..., 1] * moving).sum(axis=0) / (count + 1e-3)
-    return np.hypot(u, v).astype(np.float32), (count / flow.shape[0]).astype(np.float32)
+    # Per frame pair, summed as it comes (a 128×128 pair stays in cache; a stack of all pairs does not), then the
+    # block means of the sums.
+    moving_sum = np.zeros((SIZE, SIZE), dtype=np.float32)
+    u_sum, v_sum = np.zeros_like(moving_sum), np.zeros_like(moving_sum)
+    for first, second in itertools.pairwise(gray):
+        flow = dis.calc(first, second, None)  # [SIZE, SIZE, 2]
+        du, dv = flow[..., 0], flow[..., 1]
+        moving = (np.hypot(du, dv) > MOVING_PX).astype(np.float32)
+        moving_sum += moving
+        u_sum += du * moving
+        v_sum += dv * moving
+    count = block_means(moving_sum)
+    u = block_means(u_sum) / (count + 1e-3)
+    v = block_means(v_sum) / (count + 1e-3)
+    return np.hypot(u, v).astype(np.float32), (count / (len(gray) - 1)).astype(np.float32)
 
 
 def block_occupancy(normalised: npt.NDArray[np.float32], background: npt.NDArray[np.float32]) -> Blocks:

@@ -15,14 +15,15 @@ frame-level or prediction-error score calls normal:
 The same background also tells which blocks are occupied for :class:`serving.scene_flow.TrafficSpeed`, which
 gives each window its ``slowdown`` (traffic slower than the camera's normal).
 
-Memory per camera is bounded: ``capacity`` × 64 cells × 5 features in float16, a background of ``BACKGROUND``
-frames, ``HISTORY`` calibration rows and the traffic speed's 16×16 blocks and 540 values (about 1 MiB at the
-defaults).
+Memory per camera is bounded: ``capacity`` × 64 cells × 5 features (float16 values, held as float32 so a window is
+compared without converting the bank), a background of ``BACKGROUND`` frames, ``HISTORY`` calibration rows and the
+traffic speed's 16×16 blocks and 540 values (about 2 MiB at the defaults).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,12 +52,35 @@ class SceneScore:
     slowdown: float | None = None
 
 
+def median_frame(frames: Iterable[Maps]) -> Maps:
+    """The per-pixel median of frames, as ``np.median`` over them gives it, by a sort along contiguous memory
+    (``np.median``'s selection costs 5x more on 50 short rows)."""
+    ordered = np.sort(np.stack(list(frames), axis=-1), axis=-1)
+    middle = ordered.shape[-1] // 2
+    if ordered.shape[-1] % 2:
+        return ordered[..., middle].astype(np.float32)
+    result: Maps = ((ordered[..., middle - 1] + ordered[..., middle]) / 2).astype(np.float32)
+    return result
+
+
+def cell_novelty(bank: Maps, features: Maps, k: int) -> Maps:
+    """Per cell, the mean standardised distance of ``features`` ``[cells, F]`` to its ``k`` nearest states in
+    ``bank`` ``[cells, F, N]`` (each feature divided by its spread over the bank)."""
+    spread = bank.std(axis=-1) + 1e-3  # [cells, F]
+    distances = np.sqrt((((bank - features[..., None]) / spread[..., None]) ** 2).sum(axis=1))  # [cells, N]
+    k = min(k, bank.shape[-1])
+    novelty: Maps = np.partition(distances, k - 1, axis=-1)[:, :k].mean(axis=-1).astype(np.float32)
+    return novelty
+
+
 class SceneMemory:
     """One camera's background, recent context, memory bank and calibration history; not thread-safe."""
 
     def __init__(self, capacity: int = 1000, k: int = 5, gap: int = 40) -> None:
         self.capacity, self.k, self.gap = capacity, k, gap
-        self._bank = np.zeros((capacity, GRID * GRID, FEATURES), dtype=np.float16)
+        # [cells, features, windows]: each cell's distances run along contiguous memory (4x faster than
+        # [windows, cells, features]). Values are rounded to float16, as when the bank was stored in it.
+        self._bank = np.zeros((GRID * GRID, FEATURES, capacity), dtype=np.float32)
         self._added = 0
         self._pending: deque[Maps] = deque()  # the newest windows, waiting out the gap
         self._background: deque[Maps] = deque(maxlen=BACKGROUND)
@@ -94,7 +118,7 @@ class SceneMemory:
         spans = [np.mean([m for t, m in self._context if t > pts_s - span], axis=0) for span in CONTEXT_S]
         if pts_s - self._last_background_s >= BACKGROUND_EVERY_S or pts_s < self._last_background_s:
             self._background.append(mean)
-            self._background_median = np.median(np.stack(self._background), axis=0).astype(np.float32)
+            self._background_median = median_frame(self._background)
             self._last_background_s = pts_s
         maps = np.concatenate([flow, stopped[..., None], np.stack(spans, axis=-1)], axis=-1)
         return maps.reshape(GRID * GRID, FEATURES).astype(np.float32), occupancy
@@ -102,12 +126,7 @@ class SceneMemory:
     def _score(self, features: Maps) -> tuple[float | None, tuple[int, int] | None]:
         if len(self) < MIN_MEMORY:
             return None, None
-        bank = self._bank[: len(self)].astype(np.float32)
-        spread = bank.std(axis=0) + 1e-3  # [cells, features]
-        distances = np.sqrt((((bank - features[None]) / spread[None]) ** 2).sum(axis=-1))  # [N, cells]
-        k = min(self.k, len(bank))
-        novelty = np.partition(distances, k - 1, axis=0)[:k].mean(axis=0)
-        calibrated = self._calibrated(novelty.astype(np.float32))
+        calibrated = self._calibrated(cell_novelty(self._bank[..., : len(self)], features, self.k))
         if calibrated is None:
             return None, None
         best = int(calibrated.argmax())
@@ -130,7 +149,7 @@ class SceneMemory:
         return result
 
     def _remember(self, features: Maps) -> None:
-        self._bank[self._added % self.capacity] = features
+        self._bank[..., self._added % self.capacity] = features.astype(np.float16)
         self._added += 1
 
     def state(self) -> dict[str, npt.NDArray[np.floating]]:
@@ -138,7 +157,7 @@ class SceneMemory:
         order = [(self._added - len(self) + i) % self.capacity for i in range(len(self))]
         empty = np.zeros((0, GRID * GRID, FEATURES), dtype=np.float32)
         return {
-            "bank": self._bank[order].astype(np.float32) if order else empty,
+            "bank": np.ascontiguousarray(np.moveaxis(self._bank[..., order], -1, 0)) if order else empty,
             "pending": np.stack(self._pending) if self._pending else empty,
             "background": np.stack(self._background) if self._background else np.zeros((0, 1, 1, 3), np.float32),
             "novelties": np.stack(self._novelties) if self._novelties else np.zeros((0, GRID * GRID), np.float32),
@@ -159,7 +178,7 @@ class SceneMemory:
         self._pending.extend(state["pending"])
         self._background.extend(state["background"])
         if self._background:
-            self._background_median = np.median(np.stack(self._background), axis=0).astype(np.float32)
+            self._background_median = median_frame(self._background)
         self._novelties.extend(state["novelties"])
         self._context.extend(zip(state["context_pts"].tolist(), state["context"], strict=True))
         self._last_background_s = float(state["last_background_s"])
