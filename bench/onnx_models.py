@@ -7,7 +7,9 @@ The trainer exports the real encoders; serving is tested against these stand-ins
   3×3 convolutions with ReLU (``blocks`` more stride-1 ones per stage) → global average pool → MatMul to ``[N, D]``;
 * clip encoder: the same weights on every frame of ``[N, T, H, W, C]`` → ``[N, T, D]`` and their mean over T;
 * predictor: mean of the K context embeddings → a linear map plus a residual → repeated M times;
-* pixel predictor (optional): the last context frame, average-pooled to ``h×w``, plus a seed-dependent offset.
+* pixel predictor (optional): the last context frame, average-pooled to ``h×w``, plus a seed-dependent offset and
+  a hundredth of the mean of ``future_embedding`` (or, with ``legacy_pixel``, as versions published before that
+  input: the frames alone).
 
 Weights are seeded: the same seed gives the same model, different seeds give different outputs, so tests can tell
 versions apart. :func:`make_registry_version` publishes a full version (with metadata and, optionally, INT8 variants
@@ -182,7 +184,9 @@ def predictor(*, seed: int, dim: int, context: int, future: int) -> bytes:
     )
 
 
-def pixel_predictor(*, seed: int, height: int, width: int, channels: int, context: int, factor: int) -> bytes:
+def pixel_predictor(
+    *, seed: int, height: int, width: int, channels: int, context: int, factor: int, dim: int, legacy: bool = False
+) -> bytes:
     offset = float(np.random.default_rng(seed + 7).uniform(0.0, 0.1))
     graph = _Graph()
     last = graph.op("Gather", ["frames", graph.const("last", np.array(context - 1, np.int64))], axis=1)
@@ -192,11 +196,18 @@ def pixel_predictor(*, seed: int, height: int, width: int, channels: int, contex
     x = graph.op("AveragePool", [x], kernel_shape=[factor, factor], strides=[factor, factor])
     x = graph.op("Transpose", [x], perm=[0, 2, 3, 1])
     x = graph.op("Add", [x, graph.const("offset", np.array(offset, np.float32))])
+    inputs = [helper.make_tensor_value_info("frames", TensorProto.UINT8, ["batch", context, height, width, channels])]
+    if not legacy:
+        inputs.append(helper.make_tensor_value_info("future_embedding", TensorProto.FLOAT, ["batch", dim]))
+        shift = graph.op("ReduceMean", ["future_embedding"], axes=[1], keepdims=1)
+        shift = graph.op("Mul", [shift, graph.const("weight", np.array(0.01, np.float32))])
+        shift = graph.op("Reshape", [shift, graph.const("shape", np.array([-1, 1, 1, 1], np.int64))])
+        x = graph.op("Add", [x, shift])
     x = graph.op("Clip", [x, graph.const("lo", np.array(0, np.float32)), graph.const("hi", np.array(1, np.float32))])
     _rename(graph, x, "next_frame")
     return graph.model(
         "pixel_predictor",
-        [helper.make_tensor_value_info("frames", TensorProto.UINT8, ["batch", context, height, width, channels])],
+        inputs,
         [
             helper.make_tensor_value_info(
                 "next_frame", TensorProto.FLOAT, ["batch", height // factor, width // factor, channels]
@@ -249,7 +260,16 @@ def _spec(name: str, shape: list[int | str], dtype: str) -> TensorSpec:
 
 
 def role_specs(
-    role: Role, *, height: int, width: int, channels: int, dim: int, context: int, future: int, factor: int
+    role: Role,
+    *,
+    height: int,
+    width: int,
+    channels: int,
+    dim: int,
+    context: int,
+    future: int,
+    factor: int,
+    legacy_pixel: bool = False,
 ) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """The metadata's inputs and outputs of each role, as the contract defines them."""
     pixels = [height, width, channels]
@@ -264,9 +284,9 @@ def role_specs(
         return [_spec("context", ["batch", context, dim], "float32")], [
             _spec("predicted", ["batch", future, dim], "float32")
         ]
-    return [_spec("frames", ["batch", context, *pixels], "uint8")], [
-        _spec("next_frame", ["batch", height // factor, width // factor, channels], "float32")
-    ]
+    frames = _spec("frames", ["batch", context, *pixels], "uint8")
+    inputs = [frames] if legacy_pixel else [frames, _spec("future_embedding", ["batch", dim], "float32")]
+    return inputs, [_spec("next_frame", ["batch", height // factor, width // factor, channels], "float32")]
 
 
 def make_registry_version(
@@ -283,6 +303,7 @@ def make_registry_version(
     widths: Sequence[int] = (8,),
     blocks: int = 0,
     pixel: bool = False,
+    legacy_pixel: bool = False,
     int8: bool = False,
     promote: bool = True,
     corrupt: Role | None = None,
@@ -291,8 +312,9 @@ def make_registry_version(
     """Publish a full version of seeded stand-in models to ``registry``; return its version.
 
     ``corrupt``: replace that role's ONNX file by garbage before publishing, so its checksum matches but no session
-    can load it. ``graph_dim``: build the graphs with this embedding size while the metadata says ``dim``, so the
-    files load but the test inference finds the wrong output shape.
+    can load it. ``legacy_pixel``: the pixel predictor (implies ``pixel``) under the contract of versions published
+    before it took ``future_embedding``. ``graph_dim``: build the graphs with this embedding size while the metadata
+    says ``dim``, so the files load but the test inference finds the wrong output shape.
     """
     built_dim = graph_dim if graph_dim is not None else dim
     factor = 2
@@ -302,10 +324,11 @@ def make_registry_version(
         "clip_encoder": clip_encoder(**common, widths=widths, blocks=blocks),
         "predictor": predictor(seed=seed, dim=built_dim, context=context, future=future),
     }
-    if pixel:
+    if pixel or legacy_pixel:
         graphs["pixel_predictor"] = pixel_predictor(
-            seed=seed, height=size, width=size, channels=channels, context=context, factor=factor
-        )
+            seed=seed, height=size, width=size, channels=channels, context=context, factor=factor, dim=built_dim,
+            legacy=legacy_pixel,
+        )  # fmt: skip
     shapes = {"height": size, "width": size, "channels": channels, "dim": dim}
     with tempfile.TemporaryDirectory(prefix="onnx-models-") as scratch:
         files: dict[str, Path] = {}
@@ -314,7 +337,9 @@ def make_registry_version(
             path = Path(scratch) / f"{role}.onnx"
             path.write_bytes(b"this is not an ONNX model" if corrupt == role else data)
             files[path.name] = path
-            inputs, outputs = role_specs(role, **shapes, context=context, future=future, factor=factor)
+            inputs, outputs = role_specs(
+                role, **shapes, context=context, future=future, factor=factor, legacy_pixel=legacy_pixel
+            )
             entries.append(ModelFile(role=role, path=path.name, inputs=inputs, outputs=outputs))
             if int8 and role in ("frame_encoder", "clip_encoder"):
                 quantized = Path(scratch) / f"{role}.int8.onnx"

@@ -37,8 +37,14 @@ CONTRACT: dict[Role, tuple[tuple[TensorContract, ...], tuple[TensorContract, ...
         (TensorContract("frame_embeddings", "float32", 3), TensorContract("clip_embedding", "float32", 2)),
     ),
     "predictor": ((TensorContract("context", "float32", 3),), (TensorContract("predicted", "float32", 3),)),
-    "pixel_predictor": ((TensorContract("frames", "uint8", 5),), (TensorContract("next_frame", "float32", 4),)),
+    "pixel_predictor": (
+        (TensorContract("frames", "uint8", 5), TensorContract("future_embedding", "float32", 2)),
+        (TensorContract("next_frame", "float32", 4),),
+    ),
 }
+# Inputs of versions published under an earlier contract that nodes still load: the pixel predictor once took the
+# context frames alone and encoded them a second time inside its graph.
+LEGACY_INPUTS: dict[Role, tuple[TensorContract, ...]] = {"pixel_predictor": (TensorContract("frames", "uint8", 5),)}
 REQUIRED_ROLES: tuple[Role, ...] = ("frame_encoder", "clip_encoder", "predictor")
 
 
@@ -105,11 +111,23 @@ class LoadedModel:
         return f"{self.name} version {self.version} ({self.precision}, {self.provider})"
 
     def run(self, role: Role, value: Array, single_thread: bool = False) -> list[npt.NDArray[np.float32]]:
-        """Run one role on its single input; its outputs in contract order. ``single_thread``: on the one-thread
+        """Run a role that takes one input; its outputs in contract order. ``single_thread``: on the one-thread
         session where the model has them."""
-        inputs, outputs = CONTRACT[role]
+        return self._run(role, {CONTRACT[role][0][0].name: value}, single_thread)
+
+    def predict_next_frame(
+        self, context_frames: npt.NDArray[np.uint8], future_embedding: Array, single_thread: bool = False
+    ) -> npt.NDArray[np.float32]:
+        """The pixel head's ``[N, h, w, C]`` guess of frame K+1 from the ``[N, K, H, W, C]`` context frames and the
+        predictor's ``[N, D]`` first predicted embedding (which a legacy file, encoding the frames itself, ignores)."""
+        feed: dict[str, Array] = {"frames": context_frames}
+        if len(self.files["pixel_predictor"].inputs) > 1:
+            feed["future_embedding"] = np.ascontiguousarray(future_embedding, dtype=np.float32)
+        return self._run("pixel_predictor", feed, single_thread)[0]
+
+    def _run(self, role: Role, feed: dict[str, Array], single_thread: bool) -> list[npt.NDArray[np.float32]]:
         sessions = self.single_thread_sessions if single_thread and self.single_thread_sessions else self.sessions
-        results = sessions[role].run([o.name for o in outputs], {inputs[0].name: value})
+        results = sessions[role].run([o.name for o in CONTRACT[role][1]], feed)
         return [np.asarray(result, dtype=np.float32) for result in results]
 
     def embed_frames(self, frames: npt.NDArray[np.uint8], single_thread: bool = False) -> npt.NDArray[np.float32]:
@@ -124,6 +142,6 @@ class LoadedModel:
         raw = prediction_error(predicted, frame_embeddings[:, k : k + m])
         pixels = None
         if self.has_pixel_head:
-            (next_frame,) = self.run("pixel_predictor", np.ascontiguousarray(frames[:, :k]), single_thread)
+            next_frame = self.predict_next_frame(np.ascontiguousarray(frames[:, :k]), predicted[:, 0], single_thread)
             pixels = pixel_error(next_frame, frames[:, k])
         return WindowOutputs(frame_embeddings, clip_embeddings, raw, pixels)

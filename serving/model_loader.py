@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from ingest.registry import ModelFile, ModelMetadata, RegistryError, Role, TensorSpec, verify_version
 from serving.errors import ModelLoadError
-from serving.model import CONTRACT, REQUIRED_ROLES, LoadedModel
+from serving.model import CONTRACT, LEGACY_INPUTS, REQUIRED_ROLES, LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -138,14 +138,15 @@ def _fail(file: ModelFile, problem: str) -> ModelLoadError:
 def _check_metadata_file(metadata: ModelMetadata, file: ModelFile) -> None:
     """The metadata's description of ``file`` must match the contract and the metadata's input format."""
     contract_inputs, contract_outputs = CONTRACT[file.role]
-    for kind, specs, contract in (
-        ("inputs", file.inputs, contract_inputs),
-        ("outputs", file.outputs, contract_outputs),
+    legacy = LEGACY_INPUTS.get(file.role)
+    for kind, specs, contracts in (
+        ("inputs", file.inputs, [contract_inputs] if legacy is None else [contract_inputs, legacy]),
+        ("outputs", file.outputs, [contract_outputs]),
     ):
         declared = [(s.name, s.dtype, len(s.shape)) for s in specs]
-        required = [(c.name, c.dtype, c.rank) for c in contract]
-        if declared != required:
-            raise _fail(file, f"metadata {kind} are (name, dtype, rank) {declared}, the contract says {required}")
+        allowed = [[(c.name, c.dtype, c.rank) for c in contract] for contract in contracts]
+        if declared not in allowed:
+            raise _fail(file, f"metadata {kind} are (name, dtype, rank) {declared}, the contract says {allowed[0]}")
     fmt = metadata.input
     expected: dict[str, list[int | None]] = {
         "frames": [None, fmt.height, fmt.width, fmt.channels]
@@ -158,6 +159,7 @@ def _check_metadata_file(metadata: ModelMetadata, file: ModelFile) -> None:
             fmt.channels,
         ],
         "embedding": [None, fmt.embedding_dim],
+        "future_embedding": [None, fmt.embedding_dim],
         "frame_embeddings": [None, None, fmt.embedding_dim],
         "clip_embedding": [None, fmt.embedding_dim],
         "context": [None, fmt.context_frames, fmt.embedding_dim],
@@ -214,7 +216,9 @@ def _test_inference(model: LoadedModel) -> None:
             checks.append(("predictor", model.run("predictor", context), [(n, m, d)]))
         if model.has_pixel_head:
             head = model.files["pixel_predictor"].outputs[0]
-            (prediction,) = model.run("pixel_predictor", np.ascontiguousarray(pixels[:, :k]))
+            future = np.random.default_rng(1).standard_normal((n, d)).astype(np.float32)
+            future /= np.linalg.norm(future, axis=1, keepdims=True)
+            prediction = model.predict_next_frame(np.ascontiguousarray(pixels[:, :k]), future)
             fixed = tuple(
                 dim if isinstance(dim, int) else prediction.shape[axis] for axis, dim in enumerate(head.shape)
             )

@@ -202,7 +202,8 @@ def test_score_window_is_the_prediction_error_normalised_per_camera(client: http
         predicted = predictor.run(None, {"context": frame_embeddings[:, :CONTEXT]})[0]
         raw = float(prediction_error(predicted, frame_embeddings[:, CONTEXT : CONTEXT + FUTURE])[0])
         assert body["raw_score"] == pytest.approx(raw, rel=1e-4, abs=1e-6)
-        next_frame = pixel_head.run(None, {"frames": window.frames[None, :CONTEXT]})[0][0]
+        feed = {"frames": window.frames[None, :CONTEXT], "future_embedding": predicted[:, 0]}
+        next_frame = pixel_head.run(None, feed)[0][0]
         target = cv2.resize(window.frames[CONTEXT], next_frame.shape[1::-1], interpolation=cv2.INTER_AREA) / 255.0
         assert body["pixel_error"] == pytest.approx(float(np.mean((next_frame - target) ** 2)), rel=1e-4)
         assert (body["camera_id"], body["sequence"], body["model_version"]) == ("cam-score", sequence, "1")

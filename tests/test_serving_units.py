@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import orjson
 import pytest
@@ -226,6 +227,33 @@ def test_the_loader_builds_one_thread_sessions_that_agree(tmp_path: Path) -> Non
     assert loaded.single_thread_sessions is not None
     pixels = frames(3)
     np.testing.assert_allclose(loaded.embed_frames(pixels, single_thread=True), loaded.embed_frames(pixels), atol=1e-5)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["current", "frames-only"])
+def test_the_pixel_head_takes_the_predictors_output_and_old_versions_still_load(tmp_path: Path, legacy: bool) -> None:
+    """Current versions feed ``predicted[:, 0]`` to the pixel predictor; versions published before that input take the
+    context frames alone. Both load, and the node's pixel error is the file's own next frame against frame K."""
+    import onnxruntime as ort
+
+    make_registry_version(tmp_path, seed=73, pixel=True, legacy_pixel=legacy)
+    loaded = ModelLoader(tmp_path, MODEL, SessionConfig(providers=["CPUExecutionProvider"])).load("1")
+    assert [spec.name for spec in loaded.files["pixel_predictor"].inputs] == (
+        ["frames"] if legacy else ["frames", "future_embedding"]
+    )
+    windows = np.stack([frames(4, seed=seed) for seed in (1, 2, 3)])  # [3, T=4, 16, 16, 3]; K = 2
+    outputs = loaded.run_windows(windows)
+    assert outputs.pixel_errors is not None
+    predicted = loaded.run("predictor", np.ascontiguousarray(outputs.frame_embeddings[:, :2]))[0]
+    feed: dict[str, np.ndarray] = {"frames": np.ascontiguousarray(windows[:, :2])}
+    if not legacy:
+        feed["future_embedding"] = np.ascontiguousarray(predicted[:, 0])
+    session = ort.InferenceSession(str(tmp_path / MODEL / "1" / "pixel_predictor.onnx"))
+    next_frame = session.run(None, feed)[0]  # [3, 8, 8, 3]
+    target = np.stack([cv2.resize(frame, (8, 8), interpolation=cv2.INTER_AREA) for frame in windows[:, 2]]) / 255.0
+    np.testing.assert_allclose(outputs.pixel_errors, ((next_frame - target) ** 2).mean(axis=(1, 2, 3)), rtol=1e-4)
+    if not legacy:  # the embedding reaches the output: a different one moves the predicted frame
+        moved = session.run(None, {**feed, "future_embedding": -feed["future_embedding"]})[0]
+        assert not np.allclose(moved, next_frame)
 
 
 def test_batcher_queue_is_bounded(model: LoadedModel) -> None:

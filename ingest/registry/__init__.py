@@ -21,8 +21,11 @@ The ONNX interfaces (the contract between the trainer's export and serving):
   ``clip_embedding`` float32 ``[N, D]``.
 * ``predictor``: ``context`` float32 ``[N, K, D]`` (embeddings of the first K frames) → ``predicted`` float32
   ``[N, M, D]`` (embeddings of the next M frames). The anomaly score compares them with the frames' actual embeddings.
-* ``pixel_predictor`` (optional): ``frames`` uint8 ``[N, K, H, W, C]`` → ``next_frame`` float32 ``[N, h, w, C]`` in
-  [0, 1], a low-resolution prediction of frame K+1.
+* ``pixel_predictor`` (optional): ``frames`` uint8 ``[N, K, H, W, C]`` and ``future_embedding`` float32 ``[N, D]``
+  (the predictor's first predicted embedding, ``predicted[:, 0]``) → ``next_frame`` float32 ``[N, h, w, C]`` in
+  [0, 1], a low-resolution prediction of frame K+1. Taking the predictor's output as an input spares the graph
+  encoding the K context frames a second time. Versions published before take ``frames`` alone (and encode them
+  inside); readers accept both.
 """
 
 from ingest.registry.metadata import (

@@ -52,17 +52,18 @@ def write_samples(
 
 def pixel_strip(version_dir: Path, windows: list[Window]) -> dict[str, npt.NDArray[np.uint8]]:
     """Last context frame, real next frame and the pixel head's prediction, at the head's resolution."""
-    import onnxruntime as ort
+    from serving.model_loader import ModelLoader, SessionConfig
 
-    metadata = verify_version(version_dir)
-    pixel = metadata.file("pixel_predictor")
-    if pixel is None or not windows:
+    if verify_version(version_dir).file("pixel_predictor") is None or not windows:
         return {}
-    spec = metadata.input
+    loader = ModelLoader(version_dir.parent.parent, version_dir.parent.name, SessionConfig(["CPUExecutionProvider"]))
+    model = loader.load(version_dir.name)  # as serving runs it: the pixel head takes the predictor's output
+    spec = model.metadata.input
     k = spec.context_frames
     frames = np.stack([model_input(w.frames, spec.height, spec.width, spec.channels, spec.window) for w in windows])
-    session = ort.InferenceSession(str(version_dir / pixel.path), providers=["CPUExecutionProvider"])
-    predicted = session.run(None, {pixel.inputs[0].name: frames[:, :k]})[0]
+    frame_embeddings = model.run("clip_encoder", frames)[0]
+    future = model.run("predictor", np.ascontiguousarray(frame_embeddings[:, :k]))[0]
+    predicted = model.predict_next_frame(np.ascontiguousarray(frames[:, :k]), future[:, 0])
     h, w = predicted.shape[1:3]
     return {
         "pixel_last": _shrink(frames[:, k - 1], w, h),
