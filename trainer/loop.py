@@ -261,6 +261,7 @@ class _Run:
                     last_checkpoint = time.monotonic()
                 if dist.is_main:
                     self.exports.after_step(self.step)
+            self.meter.finish()
             self._finish(start_step, stopped, out_of_time)
         finally:
             self._close()

@@ -59,6 +59,7 @@ class ThroughputMeter:
         self.log = log
         self._iteration_start = 0.0
         self._waited = 0.0
+        self._unreported: tuple[int, LossParts, torch.Tensor] | None = None  # the last step, if not reported yet
         self.begin_interval()
 
     def begin_interval(self) -> None:
@@ -88,6 +89,17 @@ class ThroughputMeter:
         self._note_fresh(batch)
         self._record(step, parts, batch, busy, learning_rate)
         if step % self.progress_every == 0 or step == self.max_steps:
+            self._unreported = None
+            self._report(step, parts, embeddings)
+        else:
+            self._unreported = (step, parts, embeddings.detach())
+
+    def finish(self) -> None:
+        """Report the steps since the last report: a run that ends between two reports (a time budget, a stop)
+        still logs its last losses, and one shorter than ``progress_every`` steps still leaves a line."""
+        if self._unreported is not None:
+            step, parts, embeddings = self._unreported
+            self._unreported = None
             self._report(step, parts, embeddings)
 
     def _note_fresh(self, batch: Batch) -> None:
