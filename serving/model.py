@@ -121,7 +121,7 @@ class LoadedModel:
         """The pixel head's ``[N, h, w, C]`` guess of frame K+1 from the ``[N, K, H, W, C]`` context frames and the
         predictor's ``[N, D]`` first predicted embedding (which a legacy file, encoding the frames itself, ignores)."""
         feed: dict[str, Array] = {"frames": context_frames}
-        if len(self.files["pixel_predictor"].inputs) > 1:
+        if self.files["pixel_predictor"].has_input("future_embedding"):
             feed["future_embedding"] = np.ascontiguousarray(future_embedding, dtype=np.float32)
         return self._run("pixel_predictor", feed, single_thread)[0]
 

@@ -156,16 +156,6 @@ class OnnxModel:
         outputs: list[np.ndarray[Any, Any]] = self.sessions[role].run(None, inputs)
         return outputs
 
-    def _pixel_feed(
-        self, context: np.ndarray[Any, Any], future: np.ndarray[Any, Any]
-    ) -> dict[str, np.ndarray[Any, Any]]:
-        """The pixel predictor's inputs; versions exported before it took the predicted embedding take frames only."""
-        names = {node.name for node in self.sessions["pixel_predictor"].get_inputs()}
-        feed = {"frames": context}
-        if "future_embedding" in names:
-            feed["future_embedding"] = np.ascontiguousarray(future)
-        return feed
-
     def evaluate(self, windows: Sequence[bytes], batch_size: int) -> dict[str, float]:
         """Future top-1/loss and (with a pixel predictor) PSNR on ``windows``, prepared for this version's input."""
         spec = self.metadata.input
@@ -176,13 +166,17 @@ class OnnxModel:
         embeddings: list[np.ndarray[Any, Any]] = []
         predicted: list[np.ndarray[Any, Any]] = []
         pixel: list[np.ndarray[Any, Any]] = []
+        pixel_file = self.metadata.file("pixel_predictor")
         for start in range(0, frames.shape[0], batch_size):
             chunk = frames[start : start + batch_size]
             frame_embeddings = self.run("clip_encoder", {"frames": chunk})[0]
             embeddings.append(frame_embeddings)
             predicted.append(self.run("predictor", {"context": frame_embeddings[:, :k]})[0])
-            if "pixel_predictor" in self.sessions:
-                pixel.append(self.run("pixel_predictor", self._pixel_feed(chunk[:, :k], predicted[-1][:, 0]))[0])
+            if pixel_file is not None:
+                feed = {"frames": chunk[:, :k]}
+                if pixel_file.has_input("future_embedding"):  # versions exported before take the frames alone
+                    feed["future_embedding"] = np.ascontiguousarray(predicted[-1][:, 0])
+                pixel.append(self.run("pixel_predictor", feed)[0])
         all_embeddings = torch.from_numpy(np.concatenate(embeddings))
         metrics = future_metrics(torch.from_numpy(np.concatenate(predicted)), all_embeddings[:, k : k + m], batch_size)
         if pixel:

@@ -30,6 +30,10 @@ class ModelFile(BaseModel):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
 
+    def has_input(self, name: str) -> bool:
+        """Whether the graph takes ``name``: a ``pixel_predictor`` published before ``future_embedding`` does not."""
+        return any(spec.name == name for spec in self.inputs)
+
 
 class InputFormat(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -14,7 +14,6 @@ from ingest.bus import Bus
 from ingest.contract import Window
 from ingest.contract.messages import window_from_record
 from ingest.contract.model_input import model_input
-from ingest.registry import verify_version
 
 TOP_WINDOWS = 6
 PIXEL_SAMPLES = 6
@@ -54,10 +53,13 @@ def pixel_strip(version_dir: Path, windows: list[Window]) -> dict[str, npt.NDArr
     """Last context frame, real next frame and the pixel head's prediction, at the head's resolution."""
     from serving.model_loader import ModelLoader, SessionConfig
 
-    if verify_version(version_dir).file("pixel_predictor") is None or not windows:
+    if not windows:
         return {}
+    # Loaded (and verified) as serving loads it: registry / model / version.
     loader = ModelLoader(version_dir.parent.parent, version_dir.parent.name, SessionConfig(["CPUExecutionProvider"]))
-    model = loader.load(version_dir.name)  # as serving runs it: the pixel head takes the predictor's output
+    model = loader.load(version_dir.name)
+    if not model.has_pixel_head:
+        return {}
     spec = model.metadata.input
     k = spec.context_frames
     frames = np.stack([model_input(w.frames, spec.height, spec.width, spec.channels, spec.window) for w in windows])
