@@ -1,6 +1,7 @@
 """A loaded model version: one onnxruntime session per role, and the two computations the node runs on them.
 
 * :meth:`LoadedModel.embed_frames`: images → embeddings (the frame encoder; what OIP ``infer`` answers).
+* :meth:`LoadedModel.forward`: windows → every graph's outputs, including the pixel head's next frame.
 * :meth:`LoadedModel.run_windows`: windows → frame and clip embeddings (clip encoder), the predictor's guess of the
   future frames' embeddings, the raw anomaly score and, with a pixel head, the pixel error.
 
@@ -46,6 +47,16 @@ CONTRACT: dict[Role, tuple[tuple[TensorContract, ...], tuple[TensorContract, ...
 # context frames alone and encoded them a second time inside its graph.
 LEGACY_INPUTS: dict[Role, tuple[TensorContract, ...]] = {"pixel_predictor": (TensorContract("frames", "uint8", 5),)}
 REQUIRED_ROLES: tuple[Role, ...] = ("frame_encoder", "clip_encoder", "predictor")
+
+
+@dataclass(frozen=True)
+class WindowForward:
+    """What the graphs give for N windows: embeddings, the predictor's M future embeddings, the pixel head's guess."""
+
+    frame_embeddings: npt.NDArray[np.float32]  # [N, T, D]
+    clip_embeddings: npt.NDArray[np.float32]  # [N, D]
+    predicted: npt.NDArray[np.float32]  # [N, M, D]
+    next_frame: npt.NDArray[np.float32] | None  # [N, h, w, C] in [0, 1], with a pixel predictor
 
 
 @dataclass(frozen=True)
@@ -134,14 +145,20 @@ class LoadedModel:
         """``[N, H, W, C]`` uint8 → ``[N, D]`` float32."""
         return self.run("frame_encoder", frames, single_thread)[0]
 
+    def forward(self, frames: npt.NDArray[np.uint8], single_thread: bool = False) -> WindowForward:
+        """Every graph once on ``[N, T, H, W, C]`` uint8 windows (T ≥ K + M): what scores and previews are made of."""
+        k = self.context_frames
+        frame_embeddings, clip_embeddings = self.run("clip_encoder", frames, single_thread)
+        (predicted,) = self.run("predictor", np.ascontiguousarray(frame_embeddings[:, :k]), single_thread)
+        next_frame = None
+        if self.has_pixel_head:
+            next_frame = self.predict_next_frame(np.ascontiguousarray(frames[:, :k]), predicted[:, 0], single_thread)
+        return WindowForward(frame_embeddings, clip_embeddings, predicted, next_frame)
+
     def run_windows(self, frames: npt.NDArray[np.uint8], single_thread: bool = False) -> WindowOutputs:
         """``[N, T, H, W, C]`` uint8 windows (T ≥ K + M) → embeddings and raw anomaly scores."""
         k, m = self.context_frames, self.future_frames
-        frame_embeddings, clip_embeddings = self.run("clip_encoder", frames, single_thread)
-        (predicted,) = self.run("predictor", np.ascontiguousarray(frame_embeddings[:, :k]), single_thread)
-        raw = prediction_error(predicted, frame_embeddings[:, k : k + m])
-        pixels = None
-        if self.has_pixel_head:
-            next_frame = self.predict_next_frame(np.ascontiguousarray(frames[:, :k]), predicted[:, 0], single_thread)
-            pixels = pixel_error(next_frame, frames[:, k])
-        return WindowOutputs(frame_embeddings, clip_embeddings, raw, pixels)
+        out = self.forward(frames, single_thread)
+        raw = prediction_error(out.predicted, out.frame_embeddings[:, k : k + m])
+        pixels = None if out.next_frame is None else pixel_error(out.next_frame, frames[:, k])
+        return WindowOutputs(out.frame_embeddings, out.clip_embeddings, raw, pixels)

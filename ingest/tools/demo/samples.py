@@ -63,9 +63,8 @@ def pixel_strip(version_dir: Path, windows: list[Window]) -> dict[str, npt.NDArr
     spec = model.metadata.input
     k = spec.context_frames
     frames = np.stack([model_input(w.frames, spec.height, spec.width, spec.channels, spec.window) for w in windows])
-    frame_embeddings = model.run("clip_encoder", frames)[0]
-    future = model.run("predictor", np.ascontiguousarray(frame_embeddings[:, :k]))[0]
-    predicted = model.predict_next_frame(np.ascontiguousarray(frames[:, :k]), future[:, 0])
+    predicted = model.forward(frames).next_frame
+    assert predicted is not None  # the model has a pixel head
     h, w = predicted.shape[1:3]
     return {
         "pixel_last": _shrink(frames[:, k - 1], w, h),
