@@ -131,9 +131,7 @@ class LoadedModel:
     ) -> npt.NDArray[np.float32]:
         """The pixel head's ``[N, h, w, C]`` guess of frame K+1 from the ``[N, K, H, W, C]`` context frames and the
         predictor's ``[N, D]`` first predicted embedding (which a legacy file, encoding the frames itself, ignores)."""
-        feed: dict[str, Array] = {"frames": context_frames}
-        if self.files["pixel_predictor"].has_input("future_embedding"):
-            feed["future_embedding"] = np.ascontiguousarray(future_embedding, dtype=np.float32)
+        feed = self.files["pixel_predictor"].pixel_predictor_feed(context_frames, future_embedding)
         return self._run("pixel_predictor", feed, single_thread)[0]
 
     def _run(self, role: Role, feed: dict[str, Array], single_thread: bool) -> list[npt.NDArray[np.float32]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ingest.registry import (
@@ -112,3 +113,25 @@ def test_unreadable_registry_files_are_registry_errors(tmp_path: Path, onnx_file
     (registry / "enc" / "production").mkdir()
     with pytest.raises(RegistryError, match="cannot read"):
         production_version(registry, "enc")
+
+
+@pytest.mark.parametrize("takes_future", [True, False])
+def test_the_pixel_predictor_feed_follows_the_files_inputs(takes_future: bool) -> None:
+    inputs = [TensorSpec(name="frames", shape=["batch", 2, 8, 8, 3], dtype="uint8")]
+    if takes_future:
+        inputs.append(TensorSpec(name="future_embedding", shape=["batch", 4], dtype="float32"))
+    file = ModelFile(role="pixel_predictor", path="pixel_predictor.onnx", inputs=inputs,
+                     outputs=[TensorSpec(name="next_frame", shape=["batch", 4, 4, 3], dtype="float32")])  # fmt: skip
+    frames = np.zeros((3, 2, 8, 8, 3), dtype=np.uint8)
+    future = np.arange(12, dtype=np.float64).reshape(3, 4)[:, ::2]  # not contiguous, not float32
+
+    feed = file.pixel_predictor_feed(frames, future)
+
+    assert feed["frames"] is frames
+    if takes_future:
+        assert set(feed) == {"frames", "future_embedding"}
+        assert feed["future_embedding"].dtype == np.float32
+        assert feed["future_embedding"].flags.c_contiguous
+        np.testing.assert_array_equal(feed["future_embedding"], future)
+    else:
+        assert set(feed) == {"frames"}  # a version published before that input encodes the frames itself

@@ -173,9 +173,7 @@ class OnnxModel:
             embeddings.append(frame_embeddings)
             predicted.append(self.run("predictor", {"context": frame_embeddings[:, :k]})[0])
             if pixel_file is not None:
-                feed = {"frames": chunk[:, :k]}
-                if pixel_file.has_input("future_embedding"):  # versions exported before take the frames alone
-                    feed["future_embedding"] = np.ascontiguousarray(predicted[-1][:, 0])
+                feed = pixel_file.pixel_predictor_feed(chunk[:, :k], predicted[-1][:, 0])
                 pixel.append(self.run("pixel_predictor", feed)[0])
         all_embeddings = torch.from_numpy(np.concatenate(embeddings))
         metrics = future_metrics(torch.from_numpy(np.concatenate(predicted)), all_embeddings[:, k : k + m], batch_size)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA = "streamssl.model/1"
@@ -33,6 +35,16 @@ class ModelFile(BaseModel):
     def has_input(self, name: str) -> bool:
         """Whether the graph takes ``name``: a ``pixel_predictor`` published before ``future_embedding`` does not."""
         return any(spec.name == name for spec in self.inputs)
+
+    def pixel_predictor_feed(
+        self, context_frames: npt.NDArray[np.uint8], future_embedding: npt.ArrayLike
+    ) -> dict[str, npt.NDArray[Any]]:
+        """The inputs this ``pixel_predictor`` takes: the ``[N, K, H, W, C]`` context frames, and the predictor's
+        ``[N, D]`` first predicted embedding unless the file predates that input (it encodes the frames itself)."""
+        feed: dict[str, npt.NDArray[Any]] = {"frames": context_frames}
+        if self.has_input("future_embedding"):
+            feed["future_embedding"] = np.ascontiguousarray(future_embedding, dtype=np.float32)
+        return feed
 
 
 class InputFormat(BaseModel):
