@@ -54,16 +54,13 @@ def generate_clip(config: SynthConfig, out: Path, progress: ProgressFn | None = 
     total = config.total_frames
     fps = config.fps
 
-    # Independent streams, so e.g. adding an event leaves the scenery and the noise unchanged.
-    scene_seed, traffic_seed, noise_seed = np.random.SeedSequence(config.seed).spawn(3)
-    layout = RoadLayout(lanes=config.lanes)
+    scene_seed, _, noise_seed = _seeds(config)
+    sim = simulate_traffic(config)
+    layout, light = sim.layout, sim.light
     camera = Camera.for_layout(config.width, config.height, layout)
-    light = LightCycle(config.light_green_s, config.light_yellow_s, config.light_red_s)
     background = Background(camera, layout, np.random.default_rng(scene_seed))
     noise = NoiseBank(config.width, config.height, np.random.default_rng(noise_seed)) if config.noise else None
     renderer = Renderer(camera, layout, background, noise)
-    sim = TrafficSim(layout, light, events, np.random.default_rng(traffic_seed), density=config.traffic_density)
-    sim.warm_up()
 
     spans = [(event.kind, *frame_span(event, fps)) for event in events]
     frames: list[dict[str, Any]] = []
@@ -118,3 +115,19 @@ def generate_clip(config: SynthConfig, out: Path, progress: ProgressFn | None = 
         labels_path.unlink(missing_ok=True)
         raise
     return SynthResult(out, labels_path, total, time.perf_counter() - started)
+
+
+def _seeds(config: SynthConfig) -> list[np.random.SeedSequence]:
+    """(scene, traffic, noise): independent streams, so e.g. adding an event leaves the scenery and the noise
+    unchanged."""
+    return np.random.SeedSequence(config.seed).spawn(3)
+
+
+def simulate_traffic(config: SynthConfig) -> TrafficSim:
+    """The clip's traffic, warmed up and at t = 0: stepping it by ``1 / config.fps`` replays exactly what
+    :func:`generate_clip` renders, without rendering it."""
+    light = LightCycle(config.light_green_s, config.light_yellow_s, config.light_red_s)
+    rng = np.random.default_rng(_seeds(config)[1])
+    sim = TrafficSim(RoadLayout(lanes=config.lanes), light, config.resolved_events(), rng, config.traffic_density)
+    sim.warm_up()
+    return sim
