@@ -24,8 +24,8 @@ from ingest.contract import Window, decode_window, encode_window
 from ingest.tools.synth.events import EventKind, EventSpec
 
 # Bump when rendering or cutting changes, so stale windows are not reused (2: ingest skips the loop filter and
-# scales before it converts to RGB).
-CACHE_FORMAT = 2
+# scales before it converts to RGB; 3: wrong-way events are placed where the camera sees them).
+CACHE_FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,9 @@ class Camera:
 
 
 def _schedule(first_s: float) -> tuple[EventSpec, ...]:
-    """Each kind twice, 50 s apart per event, starting at ``first_s`` (each followed by normal traffic)."""
+    """Each kind twice, 50 s apart per event, starting at ``first_s`` (each followed by normal traffic); rendering
+    moves each wrong-way event up to 30 s later, to where the camera sees it (:mod:`bench.quality.placement`), and
+    the labels give the times it has."""
     kinds: tuple[tuple[EventKind, float], ...] = (("wrong_way", 8.0), ("stalled", 14.0), ("jam", 16.0)) * 2
     return tuple(EventSpec(kind, first_s + 50.0 * i, duration) for i, (kind, duration) in enumerate(kinds))
 
@@ -77,12 +79,15 @@ def render(camera: Camera, scratch: Path, say: Say, cache: bool = True) -> tuple
 
 
 def _render_afresh(camera: Camera, scratch: Path, say: Say) -> tuple[list[Window], dict[str, Any]]:
+    from bench.quality.placement import place_wrong_way
     from ingest.tools.synth import SynthConfig, generate_clip
 
-    say(f"{camera.camera_id}: rendering {camera.seconds:g} s of synthetic traffic")
-    clip = scratch / f"{camera.camera_id}.mp4"
     config = SynthConfig(seconds=camera.seconds, seed=camera.seed, traffic_density=camera.traffic_density,
                          events=camera.events)  # fmt: skip
+    say(f"{camera.camera_id}: placing its wrong-way events where the camera sees them")
+    config = dataclasses.replace(config, events=place_wrong_way(config))
+    say(f"{camera.camera_id}: rendering {camera.seconds:g} s of synthetic traffic")
+    clip = scratch / f"{camera.camera_id}.mp4"
     labels = json.loads(generate_clip(config, clip).labels_path.read_text())
     return ingest_file(clip, scratch, camera.camera_id), labels
 
