@@ -12,7 +12,10 @@ per window:
   vehicle counts as speed 0), of the block's speed over its typical speed; averaged over the last ``SPAN_S``
   seconds of the camera, negated, and calibrated against the camera's own earlier values (median and 90th
   percentile, the newest ``GAP`` left out so that a jam does not calibrate itself away), so 0 is an ordinary
-  moment and 1 as slow as one moment in ten.
+  moment and 1 as slow as one moment in ten;
+* where the camera's traffic repeats with a signal's cycle, the same window speed against the same phase of the
+  earlier cycles (:mod:`serving.scene_cycle`), calibrated the same way, is added: a red light is then ordinary, and
+  a queue that should have moved on is not.
 
 It depends on pixels only, like the rest of the scene memory, so it is kept across model versions.
 """
@@ -27,6 +30,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ingest.contract.model_input import model_input
+from serving import scene_cycle
+from serving.scene_cycle import CycleSlowdown
 
 SIZE = 128  # flow frames are SIZE×SIZE gray
 GRID = 16  # blocks per side
@@ -43,6 +48,7 @@ CALIBRATE_EVERY = 8  # windows between recomputing the (median, 90th percentile)
 
 STATE_KEYS = (
     "speed_log_sum", "speed_count", "speed_recent", "speed_history", "speed_calibration", "speed_since_calibration",
+    *scene_cycle.STATE_KEYS,
 )  # fmt: skip
 
 Blocks = npt.NDArray[np.float32]
@@ -96,13 +102,18 @@ class TrafficSpeed:
         self._history: deque[float] = deque(maxlen=HISTORY + GAP)
         self._calibration: tuple[float, float] | None = None
         self._since_calibration = 0
+        self._cycle = CycleSlowdown()
 
     def observe(self, speed: Blocks, moving: Blocks, occupancy: Blocks | None, pts_s: float) -> float | None:
         """The slowdown score of one window (None while warming up), then learn from it."""
         moves = moving > MOVING_SHARE
         score = None
         if occupancy is not None:
-            score = self._score(self._window_speed(speed, moves, occupancy), pts_s)
+            window_speed = self._window_speed(speed, moves, occupancy)
+            score = self._score(window_speed, pts_s)
+            cycle = self._cycle.observe(window_speed, pts_s)
+            if score is not None and cycle is not None:
+                score += cycle
         # Learn after scoring; capping the count turns the mean into a slow moving average that follows the camera.
         scale = np.where(self._count >= TYPICAL_COUNT, (TYPICAL_COUNT - 1) / TYPICAL_COUNT, 1.0)
         self._log_sum = self._log_sum * scale + np.where(moves, np.log(speed + 1e-3), 0.0)
@@ -143,6 +154,7 @@ class TrafficSpeed:
             "speed_history": np.array(self._history, dtype=np.float64),
             "speed_calibration": np.array(self._calibration or (), dtype=np.float64),
             "speed_since_calibration": np.array(self._since_calibration),
+            **self._cycle.state(),
         }
 
     def restore(self, state: dict[str, npt.NDArray[np.floating]]) -> None:
@@ -154,3 +166,4 @@ class TrafficSpeed:
         calibration = state["speed_calibration"]
         self._calibration = (float(calibration[0]), float(calibration[1])) if len(calibration) else None
         self._since_calibration = int(state["speed_since_calibration"])
+        self._cycle.restore(state)

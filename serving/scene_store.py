@@ -31,7 +31,7 @@ STATE_KEYS = (
     "since_calibration", *scene_flow.STATE_KEYS,
 )  # fmt: skip
 # A saved memory of another layout is not loaded.
-LAYOUT = f"scene/2 grid={GRID} features={FEATURES} speed_grid={scene_flow.GRID}"
+LAYOUT = f"scene/3 grid={GRID} features={FEATURES} speed_grid={scene_flow.GRID}"
 
 
 class SceneMemories:
