@@ -10,8 +10,9 @@ frame, as in Liu et al., CVPR 2018). A third score, ``knn_score``, is the window
 memory of normal windows (:mod:`serving.normal_memory`), which does not reward the predictable. A fourth,
 ``scene_score``, compares each grid cell's motion, direction and stillness with that cell's memory
 (:mod:`serving.scene_memory`) and names the cell that scored highest. A fifth, ``slowdown_score``, says how
-much slower than usual the camera's traffic has moved over the last seconds (:mod:`serving.scene_flow`): a jam, or
-the queue behind a stalled vehicle.
+much slower than usual the camera's traffic has moved over the last seconds (:mod:`serving.scene_flow`), and than
+at the same moment of its earlier signal cycles (:mod:`serving.scene_cycle`): a jam, or the queue behind a stalled
+vehicle.
 """
 
 from __future__ import annotations

@@ -145,7 +145,9 @@ class WindowScore(BaseModel):
         None,
         description="how much slower than the camera's normal its traffic moved over the last 8 s (optical flow per "
         "block against that block's typical speed; stopped vehicles count as speed 0), calibrated per camera "
-        "(0 ≈ its median, 1 ≈ its 90th percentile); null while the camera warms up",
+        "(0 ≈ its median, 1 ≈ its 90th percentile), plus, where the traffic repeats with a signal's cycle, its "
+        "shortfall against the same phase of the last cycles over 4 s, calibrated the same way; null while the "
+        "camera warms up",
     )
     camera_windows: int = Field(description="windows behind the camera's statistics")
     camera_mean: float
