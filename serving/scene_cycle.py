@@ -16,6 +16,8 @@ from collections import deque
 import numpy as np
 import numpy.typing as npt
 
+from serving.calibration import median_and_spread
+
 MIN_PERIOD_S = 16.0
 MAX_PERIOD_S = 120.0
 MIN_CORRELATION = 0.3  # below this no lag counts as the signal's cycle, and there is no score
@@ -91,12 +93,12 @@ class CycleSlowdown:
         return (shortfall - self._calibration[0]) / self._calibration[1]
 
     def _reestimate(self) -> None:
-        older = np.array(self._speeds, dtype=np.float64)[:-GAP]
-        self._period = signal_period(older[:, 0], older[:, 1]) if len(older) >= 2 else None
+        older = np.array(self._speeds, dtype=np.float64)[:-GAP]  # at least MIN_SPEEDS - GAP speeds
+        self._period = signal_period(older[:, 0], older[:, 1])
         settled = np.array(self._history, dtype=np.float64)[: max(len(self._history) - GAP, 0)]
-        if len(settled) >= MIN_HISTORY:  # (median, 90th percentile) of the camera's earlier shortfalls
-            low, high = np.percentile(settled, [50, 90])
-            self._calibration = (float(low), float(high - low) + 1e-6)
+        if len(settled) >= MIN_HISTORY:
+            median, spread = median_and_spread(settled)
+            self._calibration = (float(median), float(spread))
         self._since = 0
 
     def _baseline(self, pts_s: float) -> float | None:

@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from ingest.contract.model_input import model_input
 from serving import scene_cycle
-from serving.scene_cycle import CycleSlowdown
+from serving.calibration import median_and_spread
 
 SIZE = 128  # flow frames are SIZE×SIZE gray
 GRID = 16  # blocks per side
@@ -102,7 +102,7 @@ class TrafficSpeed:
         self._history: deque[float] = deque(maxlen=HISTORY + GAP)
         self._calibration: tuple[float, float] | None = None
         self._since_calibration = 0
-        self._cycle = CycleSlowdown()
+        self._cycle = scene_cycle.CycleSlowdown()
 
     def observe(self, speed: Blocks, moving: Blocks, occupancy: Blocks | None, pts_s: float) -> float | None:
         """The slowdown score of one window (None while warming up), then learn from it."""
@@ -136,8 +136,8 @@ class TrafficSpeed:
         slowness = -float(np.mean([s for _, s in self._recent]))
         settled = len(self._history) - GAP
         if (self._calibration is None or self._since_calibration >= CALIBRATE_EVERY) and settled >= MIN_HISTORY:
-            low, high = np.percentile(np.array(self._history)[:settled], [50, 90])
-            self._calibration = (float(low), float(high - low) + 1e-6)
+            median, spread = median_and_spread(np.array(self._history)[:settled])
+            self._calibration = (float(median), float(spread))
             self._since_calibration = 0
         self._history.append(slowness)
         self._since_calibration += 1

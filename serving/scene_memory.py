@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from serving import scene_cells, scene_flow
+from serving.calibration import median_and_spread
 from serving.scene_cells import CONTEXT_S, FEATURES, GRID, Maps
 from serving.scene_flow import TrafficSpeed
 
@@ -137,8 +138,8 @@ class SceneMemory:
         settled = len(self._novelties) - self.gap
         if (self._calibration is None or self._since_calibration >= CALIBRATE_EVERY) and settled >= MIN_HISTORY:
             history = np.stack(list(self._novelties)[max(0, settled - HISTORY) : settled])
-            low, high = np.percentile(history, [50, 90], axis=0)
-            self._calibration = (low.astype(np.float32), (high - low + 1e-6).astype(np.float32))
+            low, width = median_and_spread(history, axis=0)
+            self._calibration = (low.astype(np.float32), width.astype(np.float32))
             self._since_calibration = 0
         self._novelties.append(novelty)
         self._since_calibration += 1
